@@ -1,0 +1,1 @@
+"""Azure Table Storage and Storage Queues: typed repositories and a queue sender."""

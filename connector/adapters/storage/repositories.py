@@ -1,0 +1,170 @@
+"""Typed repositories with domain verbs over the stamp's tables (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from azure.data.tables import TableServiceClient
+from pydantic import BaseModel
+
+from connector.adapters.storage.tables import ModelTable, Versioned
+from connector.domain.endpoint import FhirEndpoint, normalize_base_url
+from connector.domain.notification import NotificationClaim
+from connector.domain.tenant import Tenant
+from connector.domain.usage import UsageEvent
+from connector.errors import Conflict
+from connector.settings import Settings
+
+TENANT_ROW = "tenant"
+
+
+class TableTenantRepository:
+    """``tenants``: one row per tenant onboarded into this stamp."""
+
+    def __init__(self, table: ModelTable[Tenant]):
+        self._table = table
+
+    def get_tenant(self, tenant_id: str) -> Versioned[Tenant] | None:
+        return self._table.get(tenant_id, TENANT_ROW)
+
+    def onboard_tenant(self, tenant: Tenant) -> bool:
+        """Create the tenant if it is new here; False if it was already onboarded."""
+        return self._table.try_insert(tenant)
+
+    def save_tenant(self, tenant: Tenant, etag: str) -> str:
+        return self._table.replace(tenant, etag)
+
+
+class UrlClaim(BaseModel):
+    """The index row that makes a FHIR base URL unique in the stamp."""
+
+    url_hash: str
+    base_url: str
+    tenant_id: str
+    endpoint_id: str
+
+
+def url_hash(base_url: str) -> str:
+    return hashlib.sha256(normalize_base_url(base_url).encode()).hexdigest()
+
+
+class TableEndpointRepository:
+    """``endpoints``: a tenant's FHIR base URLs, plus a stamp-wide index by URL.
+
+    The URL index lives in its own partition, so it cannot share a transaction with the
+    endpoint row: the URL is claimed first (conditional insert) and released if the endpoint
+    cannot be written, so a crash leaves at worst an orphan claim, never two owners.
+    """
+
+    URL_PARTITION = "url"
+
+    def __init__(self, endpoints: ModelTable[FhirEndpoint], url_index: ModelTable[UrlClaim]):
+        self._endpoints = endpoints
+        self._urls = url_index
+
+    def get_endpoint(self, tenant_id: str, endpoint_id: str) -> Versioned[FhirEndpoint] | None:
+        return self._endpoints.get(tenant_id, endpoint_id)
+
+    def list_endpoints(self, tenant_id: str) -> list[Versioned[FhirEndpoint]]:
+        return sorted(self._endpoints.partition(tenant_id), key=lambda v: v.item.endpoint_id)
+
+    def add_endpoint(self, endpoint: FhirEndpoint) -> str:
+        """Register a new endpoint; :class:`Conflict` if its URL or id is taken in this stamp."""
+        claim = UrlClaim(
+            url_hash=url_hash(endpoint.base_url), base_url=endpoint.base_url,
+            tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id,
+        )
+        if not self._urls.try_insert(claim):
+            raise Conflict("this FHIR base URL is already registered in this stamp")
+        try:
+            return self._endpoints.insert(endpoint)
+        except Exception:
+            self._urls.delete(self.URL_PARTITION, claim.url_hash)
+            raise
+
+    def find_by_base_url(self, base_url: str) -> Versioned[FhirEndpoint] | None:
+        """The endpoint whose base URL is ``base_url`` (how a launch's ``iss`` finds its tenant)."""
+        claim = self._urls.get(self.URL_PARTITION, url_hash(base_url))
+        if claim is None:
+            return None
+        return self.get_endpoint(claim.item.tenant_id, claim.item.endpoint_id)
+
+    def save_endpoint(self, endpoint: FhirEndpoint, etag: str) -> str:
+        return self._endpoints.replace(endpoint, etag)
+
+    def remove_endpoint(self, endpoint: FhirEndpoint, etag: str) -> None:
+        self._endpoints.delete(endpoint.tenant_id, endpoint.endpoint_id, etag)
+        self._urls.delete(self.URL_PARTITION, url_hash(endpoint.base_url))
+
+
+def _notification_keys(claim: NotificationClaim) -> tuple[str, str]:
+    start = claim.appointment_start.strftime("%Y%m%dT%H%M%SZ")
+    return (f"{claim.tenant_id}_{claim.endpoint_id}", f"{claim.appointment_id}_{claim.kind.value}_{start}")
+
+
+class TableNotificationRepository:
+    """``notifications``: one row per (appointment, kind, start): the exactly-once ticket."""
+
+    def __init__(self, table: ModelTable[NotificationClaim]):
+        self._table = table
+
+    def claim_notification(self, claim: NotificationClaim) -> bool:
+        """True if this caller won the right to send this message; False if someone already did."""
+        return self._table.try_insert(claim)
+
+    def get_notification(self, claim: NotificationClaim) -> Versioned[NotificationClaim] | None:
+        return self._table.get(*_notification_keys(claim))
+
+    def record_outcome(self, claim: NotificationClaim, etag: str) -> str:
+        return self._table.replace(claim, etag)
+
+
+class TableUsageEventLog:
+    """``usageevents``: append-only, partitioned by tenant and month so reports read one partition."""
+
+    def __init__(self, table: ModelTable[UsageEvent]):
+        self._table = table
+
+    def append(self, events: Iterable[UsageEvent]) -> int:
+        """Append events; those of one tenant-month go in atomic batches."""
+        by_partition: dict[str, list[UsageEvent]] = {}
+        for event in events:
+            by_partition.setdefault(_usage_partition(event), []).append(event)
+        return sum(self._table.insert_batch(batch) for batch in by_partition.values())
+
+    def month(self, tenant_id: str, year: int, month: int) -> list[UsageEvent]:
+        return [v.item for v in self._table.partition(f"{tenant_id}_{year:04d}{month:02d}")]
+
+
+def _usage_partition(event: UsageEvent) -> str:
+    return f"{event.tenant_id}_{event.at:%Y%m}"
+
+
+def _usage_keys(event: UsageEvent) -> tuple[str, str]:
+    return _usage_partition(event), f"{event.at:%Y%m%dT%H%M%S%f}_{event.event_id}"
+
+
+class StampTables:
+    """Every table of the stamp, built from one service client (the composition root holds one)."""
+
+    NAMES = ("tenants", "endpoints", "endpointurls", "notifications", "usageevents")
+
+    def __init__(self, service: TableServiceClient, settings: Settings):
+        def table(base: str, model, keys) -> ModelTable:
+            return ModelTable(service.get_table_client(settings.table_name(base)), model, keys)
+
+        self.tenants = table("tenants", Tenant, lambda t: (t.tenant_id, TENANT_ROW))
+        self.endpoints = table("endpoints", FhirEndpoint, lambda e: (e.tenant_id, e.endpoint_id))
+        self.endpoint_urls = table(
+            "endpointurls", UrlClaim, lambda c: (TableEndpointRepository.URL_PARTITION, c.url_hash)
+        )
+        self.notifications = table("notifications", NotificationClaim, _notification_keys)
+        self.usage_events = table("usageevents", UsageEvent, _usage_keys)
+
+    def all(self) -> list[ModelTable]:
+        return [self.tenants, self.endpoints, self.endpoint_urls, self.notifications, self.usage_events]
+
+    def create_missing(self) -> None:
+        for table in self.all():
+            table.create_if_missing()

@@ -1,0 +1,160 @@
+"""A typed table: rows are pydantic models, writes are conditional, errors are ours.
+
+Repositories build on :class:`ModelTable` and expose domain verbs; nothing outside this
+package sees ``upsert_entity`` or an Azure exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from pydantic import BaseModel
+
+from connector.adapters.storage.entities import from_entity, to_entity
+from connector.errors import ConcurrencyConflict, Conflict, UpstreamUnavailable
+
+M = TypeVar("M", bound=BaseModel)
+
+# Table Storage refuses these in PartitionKey and RowKey.
+_FORBIDDEN_KEY_CHARS = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
+MAX_TRANSACTION = 100
+
+
+def check_key(value: str) -> str:
+    if not value or len(value) > 512 or any(ch in _FORBIDDEN_KEY_CHARS for ch in value):
+        raise ValueError("a table key must be 1-512 characters without / \\ # ? or control characters")
+    return value
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[M]):
+    """A stored item and the ETag it was read with (the ticket for a conditional write)."""
+
+    item: M
+    etag: str
+
+
+class StorageUnavailable(UpstreamUnavailable):
+    """Table or queue storage did not answer as it should (retry later)."""
+
+
+class ModelTable(Generic[M]):
+    def __init__(self, client: TableClient, model: type[M], keys: Callable[[M], tuple[str, str]]):
+        self._client = client
+        self._model = model
+        self._keys = keys
+
+    @property
+    def name(self) -> str:
+        return self._client.table_name
+
+    def create_if_missing(self) -> None:
+        try:
+            self._client.create_table()
+        except ResourceExistsError:
+            pass
+
+    def _entity(self, item: M) -> dict:
+        partition_key, row_key = self._keys(item)
+        return to_entity(item, check_key(partition_key), check_key(row_key))
+
+    def _versioned(self, entity) -> Versioned[M]:
+        return Versioned(from_entity(self._model, entity), entity.metadata["etag"])
+
+    def get(self, partition_key: str, row_key: str) -> Versioned[M] | None:
+        try:
+            entity = self._client.get_entity(check_key(partition_key), check_key(row_key))
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be read") from exc
+        return self._versioned(entity)
+
+    def insert(self, item: M) -> str:
+        """Insert a new row; :class:`Conflict` if its key exists. Returns the new ETag."""
+        try:
+            return self._client.create_entity(self._entity(item))["etag"]
+        except ResourceExistsError as exc:
+            raise Conflict(f"{self._model.__name__} already exists") from exc
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be written") from exc
+
+    def try_insert(self, item: M) -> bool:
+        """Claim a key: True if this call created the row, False if it was already there."""
+        try:
+            self.insert(item)
+        except Conflict:
+            return False
+        return True
+
+    def replace(self, item: M, etag: str) -> str:
+        """Replace a row only if nobody changed it since it was read with ``etag``."""
+        try:
+            return self._client.update_entity(
+                self._entity(item), mode=UpdateMode.REPLACE, etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )["etag"]
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise ConcurrencyConflict(
+                f"{self._model.__name__} changed or vanished since it was read; read it again"
+            ) from exc
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be written") from exc
+
+    def upsert(self, item: M) -> str:
+        """Write unconditionally: only for rows with a single writer (seeds, idempotent facts)."""
+        try:
+            return self._client.upsert_entity(self._entity(item), mode=UpdateMode.REPLACE)["etag"]
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be written") from exc
+
+    def delete(self, partition_key: str, row_key: str, etag: str | None = None) -> None:
+        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        try:
+            self._client.delete_entity(check_key(partition_key), check_key(row_key), **kwargs)
+        except ResourceModifiedError as exc:
+            raise ConcurrencyConflict(f"{self._model.__name__} changed since it was read") from exc
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be written") from exc
+
+    def partition(self, partition_key: str) -> Iterator[Versioned[M]]:
+        try:
+            entities = self._client.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": check_key(partition_key)}
+            )
+            for entity in entities:
+                yield self._versioned(entity)
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be read") from exc
+
+    def insert_batch(self, items: Iterable[M]) -> int:
+        """Insert rows of ONE partition atomically, up to 100 per transaction (the service's limit).
+
+        Each chunk of 100 is all-or-nothing; a key that exists fails its whole chunk with
+        :class:`Conflict`.
+        """
+        entities = [self._entity(item) for item in items]
+        if len({e["PartitionKey"] for e in entities}) > 1:
+            raise ValueError("a transaction may only touch one partition")
+        for start in range(0, len(entities), MAX_TRANSACTION):
+            chunk = entities[start : start + MAX_TRANSACTION]
+            try:
+                self._client.submit_transaction([("create", e) for e in chunk])
+            except TableTransactionError as exc:
+                if exc.status_code == 409:
+                    raise Conflict(f"a {self._model.__name__} in the batch already exists") from exc
+                raise StorageUnavailable(f"table {self.name} refused a transaction") from exc
+            except HttpResponseError as exc:
+                raise StorageUnavailable(f"table {self.name} refused a transaction") from exc
+        return len(entities)

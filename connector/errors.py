@@ -1,0 +1,109 @@
+"""The connector's one error hierarchy.
+
+Services raise these; the HTTP layer maps them to a status and a JSON body in exactly one
+place (``connector.functions.http.error_response``). Messages are written for the person
+who reads the response: they name the field and the problem, never a value that could be
+PHI or a secret.
+
+    ConnectorError                      500  (base; never raised directly)
+    ├── InvalidInput                    400  the request is malformed
+    │   └── UnprocessableInput          422  well-formed, but breaks a rule
+    ├── NotAuthenticated                401  no valid bearer token
+    ├── NotAuthorized                   403  authenticated, not allowed
+    ├── NotFound                        404  absent, or another tenant's
+    ├── Conflict                        409  duplicates or races with existing state
+    │   └── ConcurrencyConflict         409  an ETag no longer matches (re-read and retry)
+    ├── UpstreamError                   502  an outside service (EHR, Graph, ACS) failed
+    │   ├── UpstreamUnavailable         503  ... and says to come back later (429/5xx)
+    │   └── InvalidUpstreamData         502  ... or answered with data we cannot use
+    └── ConfigurationError              500  the stamp's own settings are wrong
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (a field path) and what (a sentence)."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class ConnectorError(Exception):
+    """Base of every error the connector raises on purpose."""
+
+    http_status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+
+    def as_dict(self) -> dict:
+        body: dict = {"error": self.code, "message": self.message}
+        if self.problems:
+            body["problems"] = [p.as_dict() for p in self.problems]
+        return body
+
+
+class InvalidInput(ConnectorError):
+    http_status = 400
+    code = "invalid_input"
+
+
+class UnprocessableInput(InvalidInput):
+    http_status = 422
+    code = "unprocessable_input"
+
+
+class NotAuthenticated(ConnectorError):
+    http_status = 401
+    code = "not_authenticated"
+
+
+class NotAuthorized(ConnectorError):
+    http_status = 403
+    code = "not_authorized"
+
+
+class NotFound(ConnectorError):
+    http_status = 404
+    code = "not_found"
+
+
+class Conflict(ConnectorError):
+    http_status = 409
+    code = "conflict"
+
+
+class ConcurrencyConflict(Conflict):
+    code = "concurrency_conflict"
+
+
+class UpstreamError(ConnectorError):
+    http_status = 502
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    http_status = 503
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class InvalidUpstreamData(UpstreamError):
+    code = "invalid_upstream_data"
+
+
+class ConfigurationError(ConnectorError):
+    code = "configuration_error"

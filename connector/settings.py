@@ -1,0 +1,91 @@
+"""The stamp's settings: one pydantic-settings object, read from ``CONNECTOR_*`` app settings once.
+
+In Azure the Function App's application settings hold these (Bicep writes them); locally
+``local.settings.json`` does (copy ``local.settings.sample.json``). Secrets are never settings:
+storage is reached with the managed identity, and an account key is accepted only for the
+emulator on loopback.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from ipaddress import ip_address
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connector import __version__
+
+LOOPBACK_HOSTS = {"localhost"}
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONNECTOR_", extra="ignore", frozen=True)
+
+    # The geography this stamp serves (DESIGN.md section 3); every record here lives here.
+    stamp_region: str = Field(pattern=r"^[a-z]{2,12}$")
+    version: str = __version__
+    # Local mode relaxes what only makes sense on loopback (http FHIR URLs, emulator keys).
+    local_mode: bool = False
+    # The stamp's own public base URL: launch URLs and patient links are built on it.
+    public_base_url: str = "http://127.0.0.1:7071"
+
+    storage_account_name: str = Field(pattern=r"^[a-z0-9]{3,24}$")
+    # Default to the public Azure endpoints of the account; Azurite overrides both.
+    storage_table_endpoint: str | None = None
+    storage_queue_endpoint: str | None = None
+    # Azurite's well-known key. Refused for anything but a loopback endpoint.
+    storage_emulator_key: SecretStr | None = None
+    # Prefixes every table and queue name: lets tests and side-by-side stamps share an account.
+    storage_name_prefix: str = Field(default="", pattern=r"^([a-z][a-z0-9]{0,15})?$")
+    storage_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _emulator_key_only_on_loopback(self) -> "Settings":
+        if self.storage_emulator_key is not None:
+            for url in (self.table_endpoint, self.queue_endpoint):
+                if not is_loopback_url(url):
+                    raise ValueError(
+                        "CONNECTOR_STORAGE_EMULATOR_KEY is accepted only for an emulator on "
+                        "loopback; in Azure the managed identity reaches storage"
+                    )
+        return self
+
+    @property
+    def table_endpoint(self) -> str:
+        return self.storage_table_endpoint or f"https://{self.storage_account_name}.table.core.windows.net"
+
+    @property
+    def queue_endpoint(self) -> str:
+        return self.storage_queue_endpoint or f"https://{self.storage_account_name}.queue.core.windows.net"
+
+    def table_name(self, base: str) -> str:
+        """Table names allow letters and digits only."""
+        return re.sub(r"[^A-Za-z0-9]", "", f"{self.storage_name_prefix}{base}")
+
+    def queue_name(self, base: str) -> str:
+        """Queue names allow lowercase letters, digits and single hyphens."""
+        return f"{self.storage_name_prefix}-{base}" if self.storage_name_prefix else base
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once (tests call ``get_settings.cache_clear()``)."""
+    return Settings()

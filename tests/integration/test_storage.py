@@ -1,0 +1,146 @@
+"""The typed repositories against a real Azurite: ETags, conditional claims, transactions."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from connector.adapters.storage.queues import StorageQueue
+from connector.composition import Container
+from connector.domain.endpoint import Environment, FhirEndpoint
+from connector.domain.notification import NotificationClaim, NotificationKind, NotificationStatus
+from connector.domain.tenant import Consent, Tenant
+from connector.domain.usage import UsageEvent, UsageKind
+from connector.errors import ConcurrencyConflict, Conflict
+from connector.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+OID = "00000000-0000-0000-0000-0000000000a1"
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def stamp(storage_env) -> Container:
+    deps = Container(Settings())
+    deps.tables.create_missing()
+    return deps
+
+
+def endpoint(endpoint_id: str = "cardiology", url: str = "https://fhir-ehr.example.org/r4/abc") -> FhirEndpoint:
+    return FhirEndpoint(
+        tenant_id=TID, endpoint_id=endpoint_id, base_url=url, environment=Environment.production,
+        location_ids=["32216049", "32216050"], timezone="America/Chicago", created_at=NOW,
+    )
+
+
+def test_tenant_round_trip_and_optimistic_concurrency(stamp: Container):
+    assert stamp.tenants.onboard_tenant(Tenant(tenant_id=TID, region="us", created_at=NOW))
+    assert not stamp.tenants.onboard_tenant(Tenant(tenant_id=TID, region="eu", created_at=NOW))
+
+    first = stamp.tenants.get_tenant(TID)
+    second = stamp.tenants.get_tenant(TID)
+    assert first.item.region == "us" and first.item.created_at == NOW
+
+    consented = first.item.model_copy(update={"sms_terms_consent": Consent(by_oid=OID, at=NOW)})
+    stamp.tenants.save_tenant(consented, first.etag)
+    with pytest.raises(ConcurrencyConflict):
+        stamp.tenants.save_tenant(second.item, second.etag)  # stale: would erase the consent
+
+    stored = stamp.tenants.get_tenant(TID).item
+    assert stored.sms_terms_consent == Consent(by_oid=OID, at=NOW)
+    assert not stored.sms_allowed
+
+
+def test_endpoint_lists_and_json_fields_survive(stamp: Container):
+    stamp.endpoints.add_endpoint(endpoint("cardiology", "https://fhir.example.org/r4/a"))
+    stamp.endpoints.add_endpoint(endpoint("oncology", "https://fhir.example.org/r4/b"))
+    listed = stamp.endpoints.list_endpoints(TID)
+    assert [v.item.endpoint_id for v in listed] == ["cardiology", "oncology"]
+    assert listed[0].item.location_ids == ["32216049", "32216050"]
+    assert listed[0].item.environment is Environment.production
+
+
+def test_base_url_is_unique_in_the_stamp_whatever_its_spelling(stamp: Container):
+    stamp.endpoints.add_endpoint(endpoint("cardiology", "https://FHIR.example.org/r4/abc/"))
+    with pytest.raises(Conflict):
+        stamp.endpoints.add_endpoint(endpoint("other", "https://fhir.example.org/r4/abc"))
+    found = stamp.endpoints.find_by_base_url("https://fhir.example.org/r4/abc")
+    assert found.item.endpoint_id == "cardiology"
+    # the failed add left nothing half-written
+    assert stamp.endpoints.get_endpoint(TID, "other") is None
+
+
+def test_failed_endpoint_insert_releases_the_url_claim(stamp: Container):
+    stamp.endpoints.add_endpoint(endpoint("cardiology", "https://fhir.example.org/r4/one"))
+    with pytest.raises(Conflict):  # same id, new URL: the endpoint row exists
+        stamp.endpoints.add_endpoint(endpoint("cardiology", "https://fhir.example.org/r4/two"))
+    assert stamp.endpoints.find_by_base_url("https://fhir.example.org/r4/two") is None
+
+
+def test_remove_endpoint_frees_its_url(stamp: Container):
+    stamp.endpoints.add_endpoint(endpoint())
+    stored = stamp.endpoints.get_endpoint(TID, "cardiology")
+    stamp.endpoints.remove_endpoint(stored.item, stored.etag)
+    assert stamp.endpoints.find_by_base_url(stored.item.base_url) is None
+    stamp.endpoints.add_endpoint(endpoint("again"))
+
+
+def test_notification_claim_is_won_exactly_once(stamp: Container):
+    claim = NotificationClaim(
+        tenant_id=TID, endpoint_id="cardiology", appointment_id="4817572",
+        kind=NotificationKind.reminder, appointment_start=NOW + timedelta(days=1), claimed_at=NOW,
+    )
+    results = [stamp.notifications.claim_notification(claim) for _ in range(3)]
+    assert results == [True, False, False]
+    rescheduled = claim.model_copy(update={"appointment_start": NOW + timedelta(days=2)})
+    assert stamp.notifications.claim_notification(rescheduled)
+
+    stored = stamp.notifications.get_notification(claim)
+    sent = stored.item.model_copy(update={"status": NotificationStatus.sent, "acs_message_id": "m-1"})
+    stamp.notifications.record_outcome(sent, stored.etag)
+    assert stamp.notifications.get_notification(claim).item.status is NotificationStatus.sent
+
+
+def test_usage_events_append_in_atomic_batches(stamp: Container):
+    events = [
+        UsageEvent(tenant_id=TID, event_id=f"e{i}", at=NOW + timedelta(seconds=i), kind=UsageKind.launch)
+        for i in range(130)  # more than one transaction's 100
+    ]
+    assert stamp.usage_events.append(events) == 130
+    assert len(stamp.usage_events.month(TID, 2026, 11)) == 130
+    with pytest.raises(Conflict):  # all or nothing: one duplicate fails its batch
+        stamp.usage_events.append(
+            [UsageEvent(tenant_id=TID, event_id="new", at=NOW + timedelta(hours=1), kind=UsageKind.no_show), events[0]]
+        )
+    assert len(stamp.usage_events.month(TID, 2026, 11)) == 130
+
+
+def test_queue_messages_are_base64_json_and_can_be_delayed(stamp: Container, storage_env):
+    queue = StorageQueue.from_service(stamp.queue_service, stamp.settings.queue_name("outbox"))
+    queue.create_if_missing()
+    claim_ref = Tenant(tenant_id=TID, region="us", created_at=NOW)
+    queue.send(claim_ref)
+    queue.send(claim_ref, delay=timedelta(minutes=10))
+
+    raw = QueueClient.from_connection_string(storage_env["AzureWebJobsStorage"], queue.name)
+    visible = list(raw.receive_messages(max_messages=32))
+    assert len(visible) == 1  # the delayed one is still invisible
+    assert json.loads(base64.b64decode(visible[0].content))["tenant_id"] == TID
+    with pytest.raises(ValueError):
+        queue.send(claim_ref, delay=timedelta(days=8))
+
+
+def test_emulator_key_is_refused_for_a_real_account(monkeypatch):
+    monkeypatch.setenv("CONNECTOR_STAMP_REGION", "eu")
+    monkeypatch.setenv("CONNECTOR_STORAGE_ACCOUNT_NAME", "stampeu")
+    monkeypatch.setenv("CONNECTOR_STORAGE_EMULATOR_KEY", "a2V5")
+    monkeypatch.delenv("CONNECTOR_STORAGE_TABLE_ENDPOINT", raising=False)
+    monkeypatch.delenv("CONNECTOR_STORAGE_QUEUE_ENDPOINT", raising=False)
+    with pytest.raises(ValueError, match="only for an emulator on loopback"):
+        Settings()
