@@ -1,0 +1,50 @@
+"""Settings: every setting is documented in the sample with a safe local value, and rules hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from connector.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sample_values() -> dict[str, str]:
+    return json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+
+
+def test_sample_lists_every_setting():
+    documented = {k.removeprefix("CONNECTOR_").lower() for k in sample_values() if k.startswith("CONNECTOR_")}
+    derived = {"version"}  # from the package, not configurable
+    assert documented == set(Settings.model_fields) - derived
+
+
+def test_sample_values_build_valid_settings(monkeypatch):
+    for key, value in sample_values().items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.local_mode and settings.stamp_region == "us"
+    assert settings.table_endpoint == "http://127.0.0.1:10002/devstoreaccount1"
+
+
+def test_names_get_the_prefix_in_each_service_form(monkeypatch):
+    monkeypatch.setenv("CONNECTOR_STAMP_REGION", "eu")
+    monkeypatch.setenv("CONNECTOR_STORAGE_ACCOUNT_NAME", "stampeu01")
+    monkeypatch.setenv("CONNECTOR_STORAGE_NAME_PREFIX", "t1a2")
+    settings = Settings()
+    assert settings.table_name("usageevents") == "t1a2usageevents"
+    assert settings.queue_name("notifications") == "t1a2-notifications"
+    assert settings.queue_endpoint == "https://stampeu01.queue.core.windows.net"
+    assert settings.storage_emulator_key is None  # managed identity in Azure
+
+
+@pytest.mark.parametrize("region", ["", "US", "us-east!", "a"])
+def test_bad_region_is_refused(monkeypatch, region):
+    monkeypatch.setenv("CONNECTOR_STAMP_REGION", region)
+    monkeypatch.setenv("CONNECTOR_STORAGE_ACCOUNT_NAME", "stampeu01")
+    with pytest.raises(ValidationError, match="stamp_region"):
+        Settings()
