@@ -1,0 +1,43 @@
+"""The demo tenant of `make run`: Contoso Clinic from the sandbox issuer, its Cerner sandbox
+endpoint, and the connector's apps registered in the sandbox's "code console"."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from connector.composition import container
+from dev.sandbox.cerner import RegisteredClient
+from dev.sandbox.entra import CONTOSO_TID
+from dev.seed import DemoTenant, seed_demo_tenant
+
+# Public client ids, as Cerner's code console would issue them for the demo's apps.
+PROVIDER_CLIENT_ID = "0f6a1b7e-demo-provider-app"
+PATIENT_CLIENT_ID = "0f6a1b7e-demo-patient-app"
+BACKEND_CLIENT_ID = "0f6a1b7e-demo-backend-service"
+
+
+def register_demo_clients(cerner_app: Starlette, entra_app: Starlette, *, host_url: str) -> DemoTenant:
+    """Register the connector's SMART apps with the Cerner sandbox; describe the demo tenant."""
+    sim = cerner_app.state.cerner
+    callback = f"{host_url}/api/launch/callback"
+    sim.register_client(RegisteredClient(PROVIDER_CLIENT_ID, redirect_uris=(callback,), name="Connector provider launch"))
+    sim.register_client(RegisteredClient(PATIENT_CLIENT_ID, redirect_uris=(callback,), name="Connector patient launch"))
+    # Backend services authenticate with private_key_jwt against the connector's published JWKS.
+    sim.register_client(
+        RegisteredClient(BACKEND_CLIENT_ID, jwks_uri=f"{host_url}/api/.well-known/jwks.json", name="Connector reminders")
+    )
+    locations = [location["id"] for location in sim.seed.locations]
+    return DemoTenant(
+        tenant_id=CONTOSO_TID,
+        fhir_base_url=sim.urls.fhir_base,
+        location_ids=locations,
+        timezone=sim.tz.key,
+        provider_client_id=PROVIDER_CLIENT_ID,
+        patient_client_id=PATIENT_CLIENT_ID,
+        backend_client_id=BACKEND_CLIENT_ID,
+        cerner_tenant_id=sim.urls.tenant_id,
+    )
+
+
+def seed_demo(demo: DemoTenant) -> None:
+    seed_demo_tenant(container(), demo)

@@ -1,0 +1,81 @@
+"""Cerner (Oracle Health) SMART + FHIR R4 simulator.
+
+``create_app(public_url=...)`` returns a Starlette app speaking Cerner's wire protocol on
+loopback, with Cerner's URL layout and quirks (tenant in the path, persona in the
+authorize URL, SMART v1 scopes only, Appointment search rules, If-Match patch):
+
+=====================  ==============================================================
+FHIR base (``iss``)    ``{public_url}/r4/{tenant_id}``
+discovery              ``{base}/.well-known/smart-configuration``, ``{base}/metadata``
+authorize              ``{public_url}/tenants/{tenant_id}/protocols/oauth2/profiles/``
+                       ``smart-v1/personas/{provider|patient}/authorize``
+token / revoke         ``.../profiles/smart-v1/token``, ``.../token/revoke``
+EHR launch (sandbox)   ``POST {public_url}/_sandbox/launch``
+=====================  ==============================================================
+
+The app's state is ``app.state.cerner`` (:class:`CernerSimulator`): register clients,
+mint launches, read the store and the audit trail. Fault switches (429 / 5xx / latency)
+are mounted at ``/_sandbox/faults`` like in every simulator.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from ..faults import FaultInjectionMiddleware, control_routes
+from . import control, fhir
+from .authorize import authorize
+from .clients import RegisteredClient
+from .seed import DEFAULT_TENANT, SeedData, build_seed
+from .state import CernerSimulator
+from .token import revoke, token
+from .urls import CernerUrls
+
+__all__ = ["CernerSimulator", "CernerUrls", "RegisteredClient", "SeedData", "build_seed", "create_app"]
+
+
+def create_app(*, public_url: str, tenant_id: str = DEFAULT_TENANT, clients: list[RegisteredClient] | None = None,
+               today: date | None = None, tz: str = "America/Chicago", quirks: bool = True) -> Starlette:
+    """The simulator for one tenant, seeded for ``today`` (default: today in ``tz``).
+
+    ``quirks=False`` leaves out the one seeded artefact that fhir.resources rejects (an
+    empty ``valueString`` on the cancelled appointment, as Cerner publishes it).
+    """
+    zone = ZoneInfo(tz)
+    urls = CernerUrls(public_url, tenant_id)
+    seed = build_seed(tenant_id=tenant_id, today=today or datetime.now(zone).date(), tz=zone, quirks=quirks)
+    sim = CernerSimulator(urls=urls, seed=seed, clients=clients or ())
+    fhir_root = urls.path(urls.public_url) + "/r4/{tenant}"
+    routes = [
+        *control_routes(sim.faults),
+        Route("/_sandbox/launch", control.launch, methods=["POST"]),
+        Route("/_sandbox/schedule", control.schedule, methods=["GET"]),
+        Route("/_sandbox/clients", control.clients, methods=["GET", "POST"]),
+        Route("/_sandbox/audit", control.audit, methods=["GET"]),
+        Route(urls.path(urls.jwks), control.jwks, methods=["GET"]),
+        Route(urls.path(urls.smart_style), control.smart_style, methods=["GET"]),
+        Route(urls.path(urls.authorize("{persona}")), authorize, methods=["GET", "POST"]),
+        Route(urls.path(urls.token), token, methods=["POST"]),
+        Route(urls.path(urls.revoke), revoke, methods=["POST"]),
+        Route(f"{fhir_root}/metadata", fhir.metadata, methods=["GET"]),
+        Route(f"{fhir_root}/.well-known/smart-configuration", fhir.smart_config, methods=["GET"]),
+        Route(f"{fhir_root}/{{type}}", fhir.search, methods=["GET"]),
+        Route(f"{fhir_root}/{{type}}/{{id}}", fhir.read, methods=["GET"]),
+        Route(f"{fhir_root}/{{type}}/{{id}}", fhir.patch, methods=["PATCH"]),
+    ]
+    middleware = [
+        # Faults first, so an injected 429 looks like the gateway's, before any app logic.
+        Middleware(FaultInjectionMiddleware, switches=sim.faults),
+        # Browser pages (the sandbox PowerChart) call /_sandbox/launch cross-origin.
+        Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "PATCH"],
+                   allow_headers=["*"], expose_headers=["ETag", "Retry-After"]),
+    ]
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.cerner = sim
+    return app

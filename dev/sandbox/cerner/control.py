@@ -1,0 +1,92 @@
+"""Sandbox-only routes (never part of Cerner's API), all under ``/_sandbox``:
+
+- ``POST /_sandbox/launch`` ``{"appointment": "4826003"}`` or any of ``patient``,
+  ``encounter``, ``user`` -> ``{"launch": "...", "iss": "<FHIR base>"}``: what PowerChart
+  does before it opens ``<app launch URL>?iss=...&launch=...``;
+- ``GET /_sandbox/schedule[?date=YYYY-MM-DD]``: that day's appointments (default today);
+- ``GET|POST /_sandbox/clients``: list (no secrets) / register a client (the
+  :class:`RegisteredClient` field names as JSON), for runners in another process;
+- ``GET /_sandbox/audit[?event=token]``: what callers did, oldest first.
+
+Plus the jwks of the simulator's id_token key (``/jwk``, like Cerner's) and the SMART
+style document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .clients import RegisteredClient
+from .state import CernerSimulator
+
+_LAUNCH_FIELDS = ("patient", "encounter", "appointment", "user")
+
+
+def _sim(request: Request) -> CernerSimulator:
+    return request.app.state.cerner
+
+
+async def _json_object(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+async def launch(request: Request) -> Response:
+    sim = _sim(request)
+    try:
+        body = await _json_object(request)
+        unknown = set(body) - set(_LAUNCH_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; use {', '.join(_LAUNCH_FIELDS)}")
+        code = sim.mint_launch(**{k: str(v) for k, v in body.items() if v is not None})
+    except ValueError as error:
+        return JSONResponse({"error": "invalid_launch", "detail": str(error)}, 400)
+    return JSONResponse({"launch": code, "iss": sim.urls.fhir_base})
+
+
+async def schedule(request: Request) -> Response:
+    sim = _sim(request)
+    try:
+        day = date.fromisoformat(request.query_params["date"]) if "date" in request.query_params else None
+    except ValueError:
+        return JSONResponse({"error": "invalid_date"}, 400)
+    visits = [{**asdict(v), "start": v.start.isoformat(), "end": v.end.isoformat()} for v in sim.schedule(day)]
+    return JSONResponse({"date": (day or sim.seed.today).isoformat(), "timezone": str(sim.tz), "visits": visits})
+
+
+async def clients(request: Request) -> Response:
+    sim = _sim(request)
+    if request.method == "POST":
+        try:
+            client = RegisteredClient.from_json(await _json_object(request))
+        except (ValueError, TypeError) as error:
+            return JSONResponse({"error": "invalid_client_metadata", "detail": str(error)}, 400)
+        sim.register_client(client)
+        return JSONResponse(client.summary(), 201)
+    return JSONResponse({"clients": [c.summary() for c in sim.clients.all()]})
+
+
+async def audit(request: Request) -> Response:
+    return JSONResponse({"events": _sim(request).audit(request.query_params.get("event"))})
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(_sim(request).jwks())
+
+
+async def smart_style(request: Request) -> Response:
+    # The SMART "context-style" document; values are the SMART App Launch sample's shape.
+    return JSONResponse({"color_background": "#edeae3", "color_error": "#9e2d2d", "color_highlight": "#69b5ce",
+                         "color_modal_backdrop": "", "color_success": "#498e49", "color_text": "#303030",
+                         "dim_border_radius": "6px", "dim_font_size": "13px", "dim_spacing_size": "20px",
+                         "font_family_body": "Georgia, Times, 'Times New Roman', serif",
+                         "font_family_heading": "'HelveticaNeue-Light', Helvetica, Arial, sans-serif"})

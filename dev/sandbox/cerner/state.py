@@ -1,0 +1,111 @@
+"""The simulator's state, one object per app (``app.state.cerner``): what tests reach into."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from ..faults import FaultSwitches
+from .clients import ClientRegistry, RegisteredClient
+from .grants import GrantStore, LaunchContext
+from .paging import PageContexts
+from .schedule import ScheduledVisit, appointments_on
+from .seed import SeedData, participant
+from .store import ResourceStore
+from .urls import CernerUrls
+
+
+class CernerSimulator:
+    """Clients, grants, resources, faults and an audit trail of what callers did.
+
+    Safe to call from a test's thread while the server runs in another: registries and
+    stores lock internally.
+    """
+
+    def __init__(self, *, urls: CernerUrls, seed: SeedData, clients: Iterable[RegisteredClient] = ()) -> None:
+        self.urls = urls
+        self.seed = seed
+        self.tz = seed.tz
+        self.store = ResourceStore(seed.resources())
+        self.clients = ClientRegistry.of(clients)
+        self.grants = GrantStore()
+        self.pages = PageContexts()
+        self.faults = FaultSwitches()
+        self._audit: deque[dict[str, Any]] = deque(maxlen=2000)
+        self._audit_lock = threading.Lock()
+        # Signs id_tokens; published at urls.jwks. Made per app: nothing outlives the process.
+        self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.signing_kid = "sandbox-" + urls.tenant_id[:8]
+
+    # -- clients and launches ------------------------------------------------------------
+
+    def register_client(self, client: RegisteredClient) -> None:
+        self.clients.register(client)
+
+    def mint_launch(self, *, patient: str | None = None, encounter: str | None = None,
+                    appointment: str | None = None, user: str | None = None) -> str:
+        """An EHR launch code for this context, as PowerChart mints before opening an app.
+
+        With ``appointment`` alone, the patient, the practitioner (as the user) and the
+        appointment's Encounter are filled in. Raises ValueError for unknown ids.
+        """
+        if appointment is not None:
+            found = self._require("Appointment", appointment)
+            patient = patient or (participant(found, "Patient") or (None,))[0]
+            user = user or (participant(found, "Practitioner") or (None,))[0]
+            encounter = encounter or self.encounter_for(appointment)
+        for resource_type, resource_id in (("Patient", patient), ("Encounter", encounter)):
+            if resource_id is not None:
+                self._require(resource_type, resource_id)
+        user = user or self.default_user
+        self._require("Practitioner", user)
+        launch = self.grants.mint_launch(LaunchContext(patient, encounter, user, appointment))
+        self.record("launch", patient=patient, encounter=encounter, appointment=appointment, user=user)
+        return launch
+
+    def encounter_for(self, appointment_id: str) -> str | None:
+        reference = f"Appointment/{appointment_id}"
+        return next((e["id"] for e in self.store.all("Encounter")
+                     if any(a.get("reference") == reference for a in e.get("appointment", []))), None)
+
+    @property
+    def default_user(self) -> str:
+        """The demo clinician signed in to "PowerChart" (no login page in the sandbox)."""
+        return self.seed.practitioner_ids[0]
+
+    @property
+    def default_patient(self) -> str:
+        """The demo patient signed in to the "patient portal" for patient-persona launches."""
+        return self.seed.patient_ids[0]
+
+    def schedule(self, day: date | None = None) -> list[ScheduledVisit]:
+        """Appointments on ``day`` (default: the seed's today), live from the store."""
+        return appointments_on(self.store, day or self.seed.today, self.tz)
+
+    def jwks(self) -> dict[str, Any]:
+        public = RSAAlgorithm.to_jwk(self.signing_key.public_key(), as_dict=True)
+        return {"keys": [{**public, "kid": self.signing_kid, "alg": "RS256", "use": "sig"}]}
+
+    def _require(self, resource_type: str, resource_id: str | None) -> dict[str, Any]:
+        found = self.store.get(resource_type, resource_id or "")
+        if found is None:
+            raise ValueError(f"unknown {resource_type} id {resource_id!r}")
+        return found
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def record(self, event: str, **fields: Any) -> None:
+        entry = {"at": datetime.now(timezone.utc).isoformat(), "event": event, **fields}
+        with self._audit_lock:
+            self._audit.append(entry)
+
+    def audit(self, event: str | None = None) -> list[dict[str, Any]]:
+        """Recorded events, oldest first: launch, authorize, token, fhir."""
+        with self._audit_lock:
+            return [e for e in self._audit if event is None or e["event"] == event]

@@ -1,0 +1,49 @@
+"""Seed a demo tenant into the stamp: idempotent, so `make run` can run it at every start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from connector.composition import Container
+from connector.domain.endpoint import Environment, FhirEndpoint
+from connector.domain.tenant import Tenant
+from connector.errors import Conflict
+
+
+@dataclass(frozen=True)
+class DemoTenant:
+    tenant_id: str
+    fhir_base_url: str
+    location_ids: list[str]
+    timezone: str
+    provider_client_id: str
+    patient_client_id: str
+    backend_client_id: str
+    cerner_tenant_id: str
+
+
+def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
+    """Create the stamp's tables, the demo tenant and its test FHIR endpoint (if missing)."""
+    deps.tables.create_missing()
+    now = datetime.now(timezone.utc)
+    deps.tenants.onboard_tenant(Tenant(tenant_id=demo.tenant_id, region=deps.settings.stamp_region, created_at=now))
+    endpoint = FhirEndpoint(
+        tenant_id=demo.tenant_id,
+        endpoint_id="demo-clinic",
+        display_name="Demo clinic (Cerner sandbox)",
+        base_url=demo.fhir_base_url,
+        environment=Environment.test,
+        cerner_tenant_id=demo.cerner_tenant_id,
+        provider_client_id=demo.provider_client_id,
+        patient_client_id=demo.patient_client_id,
+        backend_client_id=demo.backend_client_id,
+        location_ids=demo.location_ids,
+        timezone=demo.timezone,
+        created_at=now,
+    )
+    try:
+        deps.endpoints.add_endpoint(endpoint)
+    except Conflict:  # seeded by an earlier start
+        pass
+    return deps.endpoints.find_by_base_url(demo.fhir_base_url).item

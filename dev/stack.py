@@ -1,0 +1,151 @@
+"""`make run`: the whole stack on loopback, seeded, until Ctrl-C.
+
+Azurite (child process group), the sandbox simulators (Cerner SMART + FHIR over http, the
+Entra ID issuer over https with a local CA) and the local Functions host, all in this
+process except Azurite. SIGINT / SIGTERM stop everything, children included.
+
+    python -m dev.stack [--host-port 7071] [--no-host] [--data-dir .local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from dev.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, AzuriteEndpoints
+from dev.sandbox.server import LoopbackServer
+from dev.sandbox.tls import ensure_local_tls
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("dev.stack")
+
+
+@dataclass(frozen=True)
+class Ports:
+    host: int = 7071
+    cerner: int = 8081
+    entra: int = 8443
+    azurite_blob: int = 10000
+    azurite_queue: int = 10001
+    azurite_table: int = 10002
+
+
+def connector_environment(azurite: AzuriteEndpoints, host_port: int) -> dict[str, str]:
+    """The app settings the connector reads, pointing at this stack."""
+    return {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AzureWebJobsStorage": azurite.connection_string,
+        "CONNECTOR_STAMP_REGION": "us",
+        "CONNECTOR_LOCAL_MODE": "true",
+        "CONNECTOR_PUBLIC_BASE_URL": f"http://127.0.0.1:{host_port}",
+        "CONNECTOR_STORAGE_ACCOUNT_NAME": ACCOUNT_NAME,
+        "CONNECTOR_STORAGE_TABLE_ENDPOINT": azurite.table_url,
+        "CONNECTOR_STORAGE_QUEUE_ENDPOINT": azurite.queue_url,
+        "CONNECTOR_STORAGE_EMULATOR_KEY": ACCOUNT_KEY,
+    }
+
+
+class Stack:
+    def __init__(self, ports: Ports, data_dir: Path, *, with_host: bool = True):
+        self.ports = ports
+        self.data_dir = data_dir
+        self.with_host = with_host
+        self._exit = ExitStack()
+        self.urls: dict[str, str] = {}
+
+    def start(self) -> "Stack":
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from dev.sandbox import cerner, entra
+
+        p = self.ports
+        azurite = AzuriteEndpoints(p.azurite_blob, p.azurite_queue, p.azurite_table)
+        self._exit.enter_context(Azurite(azurite, in_memory=False, location=self.data_dir / "azurite"))
+        tls = ensure_local_tls(self.data_dir / "tls")
+
+        cerner_url = f"http://127.0.0.1:{p.cerner}"
+        cerner_app = cerner.create_app(public_url=cerner_url)
+        self._exit.enter_context(LoopbackServer(cerner_app, p.cerner, name="cerner"))
+        entra_url = f"https://127.0.0.1:{p.entra}"
+        entra_app = entra.create_app(public_url=entra_url)
+        self._exit.enter_context(
+            LoopbackServer(entra_app, p.entra, certfile=tls.cert_file, keyfile=tls.key_file, name="entra")
+        )
+
+        os.environ.update(connector_environment(azurite, p.host))
+        from dev.demo import register_demo_clients, seed_demo
+
+        demo = register_demo_clients(cerner_app, entra_app, host_url=f"http://127.0.0.1:{p.host}")
+        seed_demo(demo)
+
+        self.urls = {
+            "Cerner sandbox FHIR base": demo.fhir_base_url,
+            "Entra ID sandbox issuer": f"{entra_url}/{demo.tenant_id}/v2.0",
+            "Azurite tables": azurite.table_url,
+            "Azurite queues": azurite.queue_url,
+            "local CA to trust (or accept the issuer once)": str(tls.ca_file),
+        }
+        if self.with_host:
+            from dev.host import LocalFunctionsHost
+
+            host = self._exit.enter_context(LocalFunctionsHost(ROOT, port=p.host))
+            self.urls = {"Admin portal": f"{host.url}/", "Health": f"{host.url}/api/health", **self.urls}
+
+    def stop(self) -> None:
+        self._exit.close()
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__.splitlines()[0])
+    defaults = Ports()
+    for name in ("host", "cerner", "entra", "azurite_blob", "azurite_queue", "azurite_table"):
+        parser.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=getattr(defaults, name))
+    parser.add_argument("--no-host", action="store_true", help="start storage and the sandbox only (for `func start`)")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / ".local")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The storage SDK logs every request with its headers at INFO: not in our console.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    ports = Ports(**{name: getattr(args, f"{name}_port") for name in Ports.__dataclass_fields__})
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    stack = Stack(ports, args.data_dir, with_host=not args.no_host)
+    try:
+        stack.start()
+    except Exception as exc:  # a taken port, a missing npm install: say so plainly
+        log.error("the stack did not start: %s", exc)
+        return 1
+    width = max(map(len, stack.urls))
+    print("\nThe stack is up. Open:", flush=True)
+    for label, url in stack.urls.items():
+        print(f"  {label:<{width}}  {url}", flush=True)
+    print("\nCtrl-C stops everything.", flush=True)
+    try:
+        stop.wait()
+    finally:
+        print("Stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,604 @@
+"""The Cerner SMART + FHIR R4 simulator over a real loopback socket, driven with httpx.
+
+These tests pin the wire behaviour the connector relies on: discovery, the EHR launch with
+PKCE, backend services with private_key_jwt, Cerner's Appointment search rules, paging,
+If-Match patching, and the shared fault switches.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dev.sandbox.cerner import CernerSimulator, RegisteredClient, create_app
+from dev.sandbox.server import LoopbackServer, free_port
+
+pytestmark = pytest.mark.integration
+
+TODAY = date(2026, 1, 15)  # a Thursday in CST (-06:00): no DST change near it
+REDIRECT_URI = "http://127.0.0.1:7071/api/launch/callback"
+PROVIDER_APP, SECRET_APP, BACKEND_APP = "provider-app", "secret-app", "backend-app"
+APP_SECRET = "s3cret with spaces & symbols"
+PROVIDER_SCOPE = "launch openid fhirUser online_access user/Patient.read user/Encounter.read user/Appointment.read"
+SYSTEM_SCOPE = "system/Appointment.read system/Patient.read"
+FAMILY_MEDICINE, CARDIOLOGY = "32216101", "32216102"
+
+
+@dataclass
+class Cerner:
+    url: str
+    sim: CernerSimulator
+
+    @property
+    def iss(self) -> str:
+        return self.sim.urls.fhir_base
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private: object
+    jwk: dict
+    alg: str
+
+
+def _signing_key(private, alg: str, kid: str) -> SigningKey:
+    to_jwk = RSAAlgorithm.to_jwk if alg == "RS384" else ECAlgorithm.to_jwk
+    public = to_jwk(private.public_key(), as_dict=True)
+    return SigningKey(private, {**public, "kid": kid, "alg": alg, "use": "sig"}, alg)
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> SigningKey:
+    return _signing_key(rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS384", "rsa-1")
+
+
+@pytest.fixture(scope="module")
+def ec_key() -> SigningKey:
+    return _signing_key(ec.generate_private_key(ec.SECP384R1()), "ES384", "ec-1")
+
+
+@pytest.fixture
+def cerner(rsa_key: SigningKey, ec_key: SigningKey):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    clients = [
+        RegisteredClient(PROVIDER_APP, redirect_uris=[REDIRECT_URI]),
+        RegisteredClient(SECRET_APP, redirect_uris=[REDIRECT_URI], client_secret=APP_SECRET),
+        RegisteredClient(BACKEND_APP, jwks={"keys": [rsa_key.jwk, ec_key.jwk]}),
+    ]
+    app = create_app(public_url=url, today=TODAY, clients=clients)
+    with LoopbackServer(app, port, name="cerner"):
+        yield Cerner(url, app.state.cerner)
+
+
+@pytest.fixture
+def http(cerner: Cerner):
+    # Depends on the server so it closes its keep-alive connections before the server stops.
+    with httpx.Client(timeout=10.0) as client:
+        yield client
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def mint_launch(http: httpx.Client, cerner: Cerner, **context: str) -> str:
+    body = context or {"appointment": cerner.sim.seed.video_visit_id}
+    response = http.post(f"{cerner.url}/_sandbox/launch", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["iss"] == cerner.iss
+    return response.json()["launch"]
+
+
+def authorize(http: httpx.Client, cerner: Cerner, challenge: str, **overrides: str | None) -> httpx.Response:
+    params = {
+        "response_type": "code", "client_id": PROVIDER_APP, "redirect_uri": REDIRECT_URI,
+        "scope": PROVIDER_SCOPE, "state": "state-123", "aud": cerner.iss,
+        "code_challenge": challenge, "code_challenge_method": "S256",
+    }
+    if "launch" not in overrides:
+        params["launch"] = mint_launch(http, cerner)
+    params.update(overrides)
+    return http.get(cerner.sim.urls.authorize("provider"), params={k: v for k, v in params.items() if v is not None})
+
+
+def redirect_params(response: httpx.Response) -> dict[str, str]:
+    assert response.status_code == 302, response.text
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT_URI + "?")
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def exchange(http: httpx.Client, cerner: Cerner, code: str, verifier: str, **extra: str) -> httpx.Response:
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "client_id": PROVIDER_APP, "code_verifier": verifier, **extra}
+    return http.post(cerner.sim.urls.token, data=form)
+
+
+def launch_token(http: httpx.Client, cerner: Cerner) -> dict:
+    verifier, challenge = pkce()
+    code = redirect_params(authorize(http, cerner, challenge))["code"]
+    response = exchange(http, cerner, code, verifier)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def client_assertion(key: SigningKey, cerner: Cerner, *, alg: str | None = None, headers: dict | None = None,
+                     **claims) -> str:
+    now = int(time.time())
+    body = {"iss": BACKEND_APP, "sub": BACKEND_APP, "aud": cerner.sim.urls.token, "exp": now + 240,
+            "iat": now, "jti": secrets.token_hex(16), **claims}
+    return jwt.encode(body, key.private, algorithm=alg or key.alg, headers={"kid": key.jwk["kid"], **(headers or {})})
+
+
+def backend_token(http: httpx.Client, cerner: Cerner, assertion: str, scope: str = SYSTEM_SCOPE) -> httpx.Response:
+    return http.post(cerner.sim.urls.token, data={
+        "grant_type": "client_credentials", "scope": scope,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    })
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+
+
+def system_token(http: httpx.Client, cerner: Cerner, key: SigningKey) -> str:
+    response = backend_token(http, cerner, client_assertion(key, cerner))
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def search(http: httpx.Client, cerner: Cerner, token: str, params,
+           resource_type: str = "Appointment") -> httpx.Response:
+    return http.get(f"{cerner.iss}/{resource_type}", params=params, headers=bearer(token))
+
+
+def ids(bundle: dict) -> list[str]:
+    return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+
+
+def assert_oauth_error(response: httpx.Response, status: int, error: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == error
+    assert body["error_description"]
+    assert response.headers["cache-control"] == "no-store"
+    return body
+
+
+# -- SMART EHR launch ---------------------------------------------------------------------
+
+def test_ehr_launch_with_pkce_reads_the_launch_context(http, cerner):
+    seed = cerner.sim.seed
+    visit = seed.video_visit_id
+    encounter = seed.encounter_for(visit)
+    patient_id = encounter["subject"]["reference"].split("/")[1]
+    launch = mint_launch(http, cerner, appointment=visit)
+
+    config = http.get(f"{cerner.iss}/.well-known/smart-configuration").json()
+    metadata = http.get(f"{cerner.iss}/metadata")
+    assert metadata.headers["content-type"].startswith("application/fhir+json")
+    oauth_uris = {e["url"]: e["valueUri"] for e in metadata.json()["rest"][0]["security"]["extension"][0]["extension"]}
+    prefix = f"{cerner.url}/tenants/{cerner.sim.urls.tenant_id}/protocols/oauth2/profiles/smart-v1"
+    assert config["authorization_endpoint"] == oauth_uris["authorize"] == f"{prefix}/personas/provider/authorize"
+    assert config["token_endpoint"] == oauth_uris["token"] == f"{prefix}/token"
+    assert config["code_challenge_methods_supported"] == ["S256"]
+    assert "patient/Appointment.rs" not in config["scopes_supported"]
+
+    verifier, challenge = pkce()
+    params = redirect_params(authorize(http, cerner, challenge, launch=launch, state="opaque-state-1"))
+    assert params["state"] == "opaque-state-1"
+    response = exchange(http, cerner, params["code"], verifier)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    token = response.json()
+    assert token["token_type"] == "Bearer"
+    assert token["expires_in"] == 570
+    assert token["scope"] == PROVIDER_SCOPE
+    assert (token["patient"], token["encounter"]) == (patient_id, encounter["id"])
+    assert token["user"] == "4122701"  # the appointment's practitioner
+    assert token["tenant"] == cerner.sim.urls.tenant_id
+    assert token["need_patient_banner"] is False
+    claims = jwt.decode(token["id_token"], options={"verify_signature": False})
+    assert claims["fhirUser"] == f"{cerner.iss}/Practitioner/4122701"
+    assert claims["aud"] == PROVIDER_APP
+
+    patient = http.get(f"{cerner.iss}/Patient/{token['patient']}", headers=bearer(token["access_token"]))
+    assert patient.status_code == 200
+    assert patient.headers["content-type"].startswith("application/fhir+json")
+    assert patient.headers["etag"] == 'W/"1"'
+    assert patient.json()["id"] == patient_id
+    read_encounter = http.get(f"{cerner.iss}/Encounter/{token['encounter']}", headers=bearer(token["access_token"]))
+    assert read_encounter.json()["appointment"] == [{"reference": f"Appointment/{visit}"}]
+
+
+def test_id_token_verifies_against_the_published_jwks(http, cerner):
+    token = launch_token(http, cerner)
+    jwks = http.get(cerner.sim.urls.jwks).json()
+    key = jwt.PyJWK(jwks["keys"][0]).key
+    claims = jwt.decode(token["id_token"], key, algorithms=["RS256"], audience=PROVIDER_APP)
+    assert claims["sub"] == token["user"]
+
+
+def test_wrong_pkce_verifier_is_invalid_grant(http, cerner):
+    _, challenge = pkce()
+    code = redirect_params(authorize(http, cerner, challenge))["code"]
+    other_verifier, _ = pkce()
+    assert_oauth_error(exchange(http, cerner, code, other_verifier), 400, "invalid_grant")
+
+
+def test_wrong_aud_redirects_back_with_error_and_state(http, cerner):
+    _, challenge = pkce()
+    response = authorize(http, cerner, challenge, aud="https://fhir-ehr.cerner.com/r4/other-tenant", state="keep-me")
+    params = redirect_params(response)
+    assert params["error"] == "invalid_request"
+    assert "aud" in params["error_description"]
+    assert params["state"] == "keep-me"
+    assert "code" not in params
+
+
+@pytest.mark.parametrize("overrides, error", [
+    ({"code_challenge": None}, "invalid_request"),
+    ({"code_challenge_method": "plain"}, "invalid_request"),
+    ({"scope": "launch patient/Appointment.rs"}, "invalid_scope"),  # SMART v2 syntax: Cerner speaks v1
+    ({"scope": "system/Appointment.read"}, "invalid_scope"),
+    ({"launch": "not-a-launch-code"}, "invalid_request"),
+    ({"response_type": "token"}, "unsupported_response_type"),
+])
+def test_authorization_errors_go_back_to_the_redirect_uri(http, cerner, overrides, error):
+    _, challenge = pkce()
+    params = redirect_params(authorize(http, cerner, challenge, state="s-9", **overrides))
+    assert (params["error"], params["state"]) == (error, "s-9")
+
+
+@pytest.mark.parametrize("overrides", [
+    {"redirect_uri": "https://attacker.example/callback"},
+    {"redirect_uri": REDIRECT_URI + "/extra"},
+    {"client_id": "nobody"},
+])
+def test_bad_client_or_redirect_uri_gets_a_plain_400_and_no_redirect(http, cerner, overrides):
+    _, challenge = pkce()
+    response = authorize(http, cerner, challenge, **overrides)
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_launch_codes_are_single_use(http, cerner):
+    launch = mint_launch(http, cerner)
+    _, challenge = pkce()
+    assert "code" in redirect_params(authorize(http, cerner, challenge, launch=launch))
+    again = redirect_params(authorize(http, cerner, challenge, launch=launch))
+    assert again["error"] == "invalid_request"
+
+
+def test_a_reused_code_is_rejected_and_revokes_the_first_token(http, cerner):
+    verifier, challenge = pkce()
+    code = redirect_params(authorize(http, cerner, challenge))["code"]
+    first = exchange(http, cerner, code, verifier)
+    assert first.status_code == 200
+    access_token = first.json()["access_token"]
+    assert http.get(f"{cerner.iss}/Patient/{first.json()['patient']}", headers=bearer(access_token)).status_code == 200
+    assert_oauth_error(exchange(http, cerner, code, verifier), 400, "invalid_grant")
+    assert http.get(f"{cerner.iss}/Patient/{first.json()['patient']}", headers=bearer(access_token)).status_code == 401
+
+
+def test_expired_code_is_invalid_grant(http, cerner):
+    verifier, challenge = pkce()
+    code = redirect_params(authorize(http, cerner, challenge))["code"]
+    cerner.sim.grants.now = lambda: time.time() + 61
+    assert_oauth_error(exchange(http, cerner, code, verifier), 400, "invalid_grant")
+
+
+def test_confidential_client_must_authenticate_with_basic(http, cerner):
+    verifier, challenge = pkce()
+    code = redirect_params(authorize(http, cerner, challenge, client_id=SECRET_APP))["code"]
+    unauthenticated = exchange(http, cerner, code, verifier, client_id=SECRET_APP)
+    assert_oauth_error(unauthenticated, 401, "invalid_client")
+
+    code = redirect_params(authorize(http, cerner, challenge, client_id=SECRET_APP))["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
+    response = http.post(cerner.sim.urls.token, data=form, auth=(SECRET_APP, APP_SECRET))
+    assert response.status_code == 200, response.text
+    assert response.json()["patient"]
+
+
+# -- SMART Backend Services -----------------------------------------------------------------
+
+@pytest.mark.parametrize("key_fixture", ["rsa_key", "ec_key"])
+def test_backend_services_token_then_location_date_search(http, cerner, request, key_fixture):
+    key = request.getfixturevalue(key_fixture)
+    response = backend_token(http, cerner, client_assertion(key, cerner))
+    assert response.status_code == 200, response.text
+    token = response.json()
+    assert token["scope"] == SYSTEM_SCOPE
+    assert "patient" not in token and "refresh_token" not in token
+
+    found = search(http, cerner, token["access_token"], {"location": CARDIOLOGY, "date": TODAY.isoformat()})
+    assert found.status_code == 200, found.text
+    bundle = found.json()
+    assert bundle["type"] == "searchset"
+    assert ids(bundle) == ["4826002", "4826004", "4826006", "4826009"]
+    for entry in bundle["entry"]:
+        assert f"Location/{CARDIOLOGY}" in {p["actor"].get("reference") for p in entry["resource"]["participant"]}
+        assert entry["fullUrl"] == f"{cerner.iss}/Appointment/{entry['resource']['id']}"
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    ("none", "alg"),
+    ("hs256", "alg"),
+    ("wrong_key", "signature"),
+    ("wrong_aud", "aud"),
+    ("sub_differs", "sub"),
+    ("exp_too_far", "five minutes"),
+    ("expired", "expired"),
+])
+def test_bad_client_assertions_are_invalid_client(http, cerner, rsa_key, tamper, reason):
+    now = int(time.time())
+    if tamper == "none":
+        header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()).rstrip(b"=")
+        claims = {"iss": BACKEND_APP, "sub": BACKEND_APP, "aud": cerner.sim.urls.token, "exp": now + 60, "jti": "x"}
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+        assertion = (header + b"." + payload + b".").decode()
+    elif tamper == "hs256":
+        hmac_key = SigningKey(b"k" * 48, {"kid": "rsa-1"}, "HS256")
+        assertion = client_assertion(hmac_key, cerner)
+    elif tamper == "wrong_key":
+        stranger = _signing_key(rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS384", "rsa-1")
+        assertion = client_assertion(stranger, cerner)
+    elif tamper == "wrong_aud":
+        assertion = client_assertion(rsa_key, cerner, aud=cerner.iss)
+    elif tamper == "sub_differs":
+        assertion = client_assertion(rsa_key, cerner, sub="someone-else")
+    elif tamper == "exp_too_far":
+        assertion = client_assertion(rsa_key, cerner, exp=now + 3600)
+    else:
+        assertion = client_assertion(rsa_key, cerner, exp=now - 120, iat=now - 300)
+    body = assert_oauth_error(backend_token(http, cerner, assertion), 401, "invalid_client")
+    assert reason in body["error_description"]
+
+
+def test_replayed_jti_is_rejected(http, cerner, rsa_key):
+    assertion = client_assertion(rsa_key, cerner, jti="once-only")
+    assert backend_token(http, cerner, assertion).status_code == 200
+    body = assert_oauth_error(backend_token(http, cerner, assertion), 401, "invalid_client")
+    assert "jti" in body["error_description"]
+
+
+def test_backend_services_only_grant_system_v1_scopes(http, cerner, rsa_key):
+    response = backend_token(http, cerner, client_assertion(rsa_key, cerner), scope="user/Appointment.read")
+    assert_oauth_error(response, 400, "invalid_scope")
+    response = backend_token(http, cerner, client_assertion(rsa_key, cerner), scope="system/Appointment.rs")
+    assert_oauth_error(response, 400, "invalid_scope")
+
+
+def test_client_secret_basic_client_credentials(http, cerner):
+    form = {"grant_type": "client_credentials", "scope": "system/Appointment.read"}
+    response = http.post(cerner.sim.urls.token, data=form, auth=(SECRET_APP, APP_SECRET))
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    found = search(http, cerner, token, {"practitioner": "4122703", "date": TODAY.isoformat()})
+    assert ids(found.json()) == ["4826005", "4826008"]
+
+    wrong = http.post(cerner.sim.urls.token, data=form, auth=(SECRET_APP, "not-it"))
+    assert_oauth_error(wrong, 401, "invalid_client")
+    assert wrong.headers["www-authenticate"].startswith("Basic")
+
+
+def test_jwks_uri_clients_are_verified_against_the_fetched_keys(http, cerner, ec_key):
+    async def keys(request):
+        return JSONResponse({"keys": [ec_key.jwk]})
+
+    port = free_port()
+    with LoopbackServer(Starlette(routes=[Route("/jwks", keys)]), port, name="jwks"):
+        cerner.sim.register_client(RegisteredClient(BACKEND_APP, jwks_uri=f"http://127.0.0.1:{port}/jwks"))
+        response = backend_token(http, cerner, client_assertion(ec_key, cerner))
+    assert response.status_code == 200, response.text
+
+
+def test_clients_can_be_registered_over_http(http, cerner):
+    created = http.post(f"{cerner.url}/_sandbox/clients",
+                        json={"client_id": "late-app", "client_secret": "pw", "scopes": ["system/Location.read"]})
+    assert created.status_code == 201
+    assert "pw" not in created.text
+    response = http.post(cerner.sim.urls.token, auth=("late-app", "pw"),
+                         data={"grant_type": "client_credentials", "scope": "system/Location.read system/Patient.read"})
+    assert response.json()["scope"] == "system/Location.read"  # trimmed to the registration, as Cerner does
+
+
+# -- FHIR: search rules, paging, patch ------------------------------------------------------
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"location": FAMILY_MEDICINE}, "'date' parameter must be set"),
+    ({"date": TODAY.isoformat()}, "one of the 'patient', 'practitioner' or 'location'"),
+    ({"patient": "12744001", "location": FAMILY_MEDICINE, "date": TODAY.isoformat()}, "Only one of"),
+    ({"location": FAMILY_MEDICINE, "date": ["ge2026-01-15", "ge2026-01-16"]}, "closed range"),
+    ({"location": FAMILY_MEDICINE, "date": "2026-01-15T10:00:00"}, "time zone"),
+    ({"location": FAMILY_MEDICINE, "date": "sa2026-01-15"}, "prefix"),
+    ({"location": FAMILY_MEDICINE, "date": TODAY.isoformat(), "status": "confirmed"}, "Invalid 'status'"),
+    ({"location": FAMILY_MEDICINE, "date": TODAY.isoformat(), "_count": "0"}, "_count"),
+    ({"location": FAMILY_MEDICINE, "date": TODAY.isoformat(), "service-type": "x"}, "Unsupported search parameter"),
+    ({"_id": "4826001", "patient": "12744001"}, "cannot be combined"),
+])
+def test_appointment_search_rules_answer_400_with_diagnostics(http, cerner, rsa_key, params, fragment):
+    response = search(http, cerner, system_token(http, cerner, rsa_key), params)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert fragment in outcome["issue"][0]["diagnostics"]
+
+
+def test_date_range_ge_lt_and_instants(http, cerner, rsa_key):
+    token = system_token(http, cerner, rsa_key)
+    tomorrow = search(http, cerner, token, [("location", f"{FAMILY_MEDICINE},{CARDIOLOGY}"),
+                                            ("date", "ge2026-01-16"), ("date", "lt2026-01-17")])
+    assert ids(tomorrow.json()) == ["4826010", "4826011", "4826012", "4826013"]
+    # 10:30 local is 16:30Z; an instant range around it, given with an offset and with Z.
+    around = search(http, cerner, token, [("location", FAMILY_MEDICINE), ("date", "gt2026-01-15T10:00:00-06:00"),
+                                          ("date", "le2026-01-15T16:30:00Z")])
+    assert ids(around.json()) == ["4826003"]
+    open_ended = search(http, cerner, token, {"patient": "Patient/12744001", "date": "ge2026-01-15T15:00:00.000Z"})
+    assert ids(open_ended.json()) == ["4826010"]
+
+
+def test_status_filter(http, cerner, rsa_key):
+    token = system_token(http, cerner, rsa_key)
+    found = search(http, cerner, token, {"location": CARDIOLOGY, "date": TODAY.isoformat(), "status": "cancelled"})
+    assert ids(found.json()) == [cerner.sim.seed.cancelled_id]
+    both = search(http, cerner, token, {"location": FAMILY_MEDICINE, "date": TODAY.isoformat(),
+                                        "status": "fulfilled,cancelled"})
+    assert ids(both.json()) == ["4826001"]
+
+
+def test_count_and_next_links_walk_every_match_once(http, cerner, rsa_key):
+    token = system_token(http, cerner, rsa_key)
+    params = [("practitioner", "4122701,4122702,4122703"), ("date", "ge2026-01-15"), ("date", "le2026-01-16"),
+              ("_count", "4")]
+    first = search(http, cerner, token, params).json()
+    pages, seen, bundle = 1, ids(first), first
+    while (next_url := next((l["url"] for l in bundle["link"] if l["relation"] == "next"), None)) is not None:
+        assert "-pageContext=" in next_url and "-pageDirection=NEXT" in next_url
+        response = http.get(next_url, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        assert len(ids(bundle)) <= 4
+        seen += ids(bundle)
+        pages += 1
+    expected = sorted(a["id"] for a in cerner.sim.seed.appointments)
+    assert pages == 4
+    assert len(seen) == len(set(seen)) == 13
+    assert sorted(seen) == expected
+    starts = [datetime.fromisoformat(cerner.sim.store.get("Appointment", i)["start"]) for i in seen]
+    assert starts == sorted(starts)
+
+
+def test_default_page_size_is_ten_and_page_contexts_are_bound_to_their_query(http, cerner, rsa_key):
+    token = system_token(http, cerner, rsa_key)
+    first = search(http, cerner, token, {"practitioner": "4122701,4122702,4122703", "date": "ge2026-01-15"}).json()
+    assert len(ids(first)) == 10
+    next_url = next(l["url"] for l in first["link"] if l["relation"] == "next")
+    tampered = next_url.replace("practitioner=4122701%2C4122702%2C4122703", "practitioner=4122701")
+    response = http.get(tampered, headers=bearer(token))
+    assert response.status_code == 400
+    assert "-pageContext" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_read_and_id_searches_for_each_resource_type(http, cerner, rsa_key):
+    form = {"grant_type": "client_credentials", "scope": "system/*.read"}
+    token = http.post(cerner.sim.urls.token, data=form, auth=(SECRET_APP, APP_SECRET)).json()["access_token"]
+    for resource_type, resource_id in [("Patient", "12744003"), ("Practitioner", "4122702"),
+                                       ("Location", CARDIOLOGY), ("Encounter", "97960003")]:
+        read = http.get(f"{cerner.iss}/{resource_type}/{resource_id}", headers=bearer(token))
+        assert (read.status_code, read.json()["id"]) == (200, resource_id)
+        found = search(http, cerner, token, {"_id": resource_id}, resource_type)
+        assert ids(found.json()) == [resource_id]
+    by_patient = search(http, cerner, token, {"patient": "12744001"}, "Encounter")
+    assert ids(by_patient.json()) == ["97960001", "97960010"]
+    missing = http.get(f"{cerner.iss}/Patient/999", headers=bearer(token))
+    assert missing.status_code == 404
+    assert missing.json()["resourceType"] == "OperationOutcome"
+
+
+def test_json_patch_status_with_if_match(http, cerner):
+    token = launch_token(http, cerner)["access_token"]
+    write_token = http.post(cerner.sim.urls.token, auth=(SECRET_APP, APP_SECRET), data={
+        "grant_type": "client_credentials", "scope": "system/Appointment.read system/Appointment.write"}).json()
+    url = f"{cerner.iss}/Appointment/{cerner.sim.seed.video_visit_id}"
+    patch_headers = {**bearer(write_token["access_token"]), "Content-Type": "application/json-patch+json"}
+    arrive = [{"op": "test", "path": "/status", "value": "booked"},
+              {"op": "replace", "path": "/status", "value": "arrived"}]
+
+    read_only = http.patch(url, json=arrive, headers={**bearer(token), "Content-Type": "application/json-patch+json",
+                                                      "If-Match": 'W/"1"'})
+    assert read_only.status_code == 403  # user/Appointment.read does not allow writing
+
+    no_if_match = http.patch(url, content=json.dumps(arrive), headers=patch_headers)
+    assert no_if_match.status_code == 412
+    done = http.patch(url, content=json.dumps(arrive), headers={**patch_headers, "If-Match": 'W/"1"'})
+    assert done.status_code == 200, done.text
+    assert done.headers["etag"] == 'W/"2"'
+    stale = http.patch(url, content=json.dumps(arrive), headers={**patch_headers, "If-Match": 'W/"1"'})
+    assert stale.status_code == 409  # Cerner: wrong version -> 409 Conflict (412 only when If-Match is missing)
+    assert stale.json()["resourceType"] == "OperationOutcome"
+
+    current = http.get(url, headers=bearer(token)).json()
+    assert (current["status"], current["meta"]["versionId"]) == ("arrived", "2")
+    backwards = [{"op": "replace", "path": "/status", "value": "booked"}]
+    refused = http.patch(url, content=json.dumps(backwards), headers={**patch_headers, "If-Match": 'W/"2"'})
+    assert refused.status_code == 422
+    unsupported = [{"op": "remove", "path": "/participant/0"}]
+    refused = http.patch(url, content=json.dumps(unsupported), headers={**patch_headers, "If-Match": 'W/"2"'})
+    assert refused.status_code == 422
+    visit = next(v for v in cerner.sim.schedule() if v.appointment_id == cerner.sim.seed.video_visit_id)
+    assert visit.status == "arrived"
+
+
+# -- transport-level behaviour --------------------------------------------------------------
+
+def test_fhir_needs_a_bearer_token(http, cerner):
+    url = f"{cerner.iss}/Patient/12744001"
+    for headers in ({}, {"Authorization": "Bearer made-up"}, {"Authorization": "Basic abc"}):
+        response = http.get(url, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["resourceType"] == "OperationOutcome"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert http.get(f"{cerner.iss}/metadata").status_code == 200  # discovery stays open
+
+
+def test_scopes_must_cover_the_resource_type(http, cerner, rsa_key):
+    token = backend_token(http, cerner, client_assertion(rsa_key, cerner), scope="system/Appointment.read").json()
+    response = http.get(f"{cerner.iss}/Patient/12744001", headers=bearer(token["access_token"]))
+    assert response.status_code == 403
+
+
+def test_injected_429_carries_retry_after_then_clears(http, cerner, rsa_key):
+    token = system_token(http, cerner, rsa_key)
+    armed = http.post(f"{cerner.url}/_sandbox/faults",
+                      json={"status": 429, "retry_after": 7, "count": 1, "path_prefix": "/r4/"})
+    assert armed.status_code == 200
+    params = {"location": FAMILY_MEDICINE, "date": TODAY.isoformat()}
+    throttled = search(http, cerner, token, params)
+    assert throttled.status_code == 429
+    assert throttled.headers["retry-after"] == "7"
+    assert search(http, cerner, token, params).status_code == 200
+
+
+def test_sandbox_schedule_lists_today_for_the_powerchart_page(http, cerner):
+    day = http.get(f"{cerner.url}/_sandbox/schedule").json()
+    assert day["date"] == TODAY.isoformat()
+    visits = day["visits"]
+    assert [v["appointment_id"] for v in visits][:3] == ["4826001", "4826002", "4826003"]
+    assert len(visits) == 9
+    assert sum(v["is_video"] for v in visits) == 6
+    first = visits[0]
+    assert first["start"] == "2026-01-15T08:00:00-06:00"
+    assert first["encounter_id"] == "97960001"
+
+
+def test_audit_records_grants_and_interactions(http, cerner, rsa_key):
+    system_token(http, cerner, rsa_key)
+    http.get(f"{cerner.iss}/Patient/12744001")
+    tokens = cerner.sim.audit("token")
+    assert tokens[-1]["client_id"] == BACKEND_APP and tokens[-1]["outcome"] == "issued"
+    assert cerner.sim.audit("fhir")[-1]["status"] == 401
