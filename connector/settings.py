@@ -52,7 +52,22 @@ class Settings(BaseSettings):
     storage_name_prefix: str = Field(default="", pattern=r"^([a-z][a-z0-9]{0,15})?$")
     storage_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
-    @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url")
+    # Admin sign-in (Entra ID). Tokens are v2.0 access tokens for the admin API's app
+    # registration: `aud` is its client id, `iss` is {authority_host}/{tid}/v2.0.
+    admin_authority_host: str = "https://login.microsoftonline.com"
+    admin_api_client_id: str = Field(default="", pattern=r"^([0-9a-fA-F-]{36})?$")
+    admin_api_scope: str = ""
+    # An app role that grants admin rights besides the Global Administrator directory role.
+    admin_app_role: str = "Connector.Admin"
+    admin_clock_skew_seconds: int = Field(default=120, ge=0, le=600)
+    # The portal's SPA app registration (public client id, not a secret).
+    portal_client_id: str = Field(default="", pattern=r"^([0-9a-fA-F-]{36})?$")
+    # Every stamp the portal offers, as JSON: [{"region": "us", "label": "...", "api_base_url": "..."}].
+    portal_stamps: str = "[]"
+    # An extra CA bundle for outbound TLS (the local stack's own CA); never needed in Azure.
+    outbound_ca_file: str | None = None
+
+    @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url", "admin_authority_host")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
