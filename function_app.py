@@ -2,7 +2,9 @@
 
 import azure.functions as func
 
-from connector.functions.health import bp as health
+from connector.functions import health, openapi, provisioning
+from connector.functions.admin import endpoints, numbers, tenant
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-app.register_functions(health)
+for module in (health, openapi, tenant, endpoints, numbers, provisioning):
+    app.register_functions(module.bp)

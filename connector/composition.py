@@ -64,6 +64,45 @@ class Container:
         return TableUsageEventLog(self.tables.usage_events)
 
 
+    @cached_property
+    def phone_numbers(self):
+        from connector.adapters.storage.repositories import TablePhoneNumberRepository
+
+        return TablePhoneNumberRepository(self.tables.phone_numbers, self.tables.number_operations)
+
+    @cached_property
+    def acs_phone_numbers(self):
+        from connector.adapters.acs.phone_numbers import phone_numbers_from_settings
+
+        return phone_numbers_from_settings(self.settings)
+
+    @cached_property
+    def provisioning_queue(self):
+        from connector.adapters.storage.queues import StorageQueue
+
+        return StorageQueue.from_service(self.queue_service, self.settings.provisioning_queue)
+
+    @cached_property
+    def admin_token_validator(self):
+        from connector.adapters.identity.entra_tokens import token_validator_from_settings
+
+        return token_validator_from_settings(self.settings)
+
+    @cached_property
+    def safe_http(self):
+        from connector.adapters.net.safe_http import SafeHttpClient
+
+        # Local mode may reach the sandbox on loopback; nothing else private, ever.
+        return SafeHttpClient(allow_loopback_http=self.settings.local_mode)
+
+    def validate_fhir_url(self, base_url: str, environment):
+        from connector.services.fhir_validation import validate_fhir_base_url
+
+        return validate_fhir_base_url(
+            base_url, environment=environment, http=self.safe_http, local_mode=self.settings.local_mode
+        )
+
+
 @lru_cache(maxsize=1)
 def container() -> Container:
     """The process's container (tests call ``container.cache_clear()`` with ``get_settings``)."""

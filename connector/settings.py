@@ -64,10 +64,16 @@ class Settings(BaseSettings):
     portal_client_id: str = Field(default="", pattern=r"^([0-9a-fA-F-]{36})?$")
     # Every stamp the portal offers, as JSON: [{"region": "us", "label": "...", "api_base_url": "..."}].
     portal_stamps: str = "[]"
+    # Azure Communication Services (SMS and phone numbers): managed identity in Azure; an
+    # access key only for the local simulator on loopback.
+    acs_endpoint: str = ""
+    acs_emulator_key: SecretStr | None = None
+    # The queue the phone-number provisioning worker reads (a trigger's %SETTING% too).
+    provisioning_queue: str = Field(default="provision-number", pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$")
     # An extra CA bundle for outbound TLS (the local stack's own CA); never needed in Azure.
     outbound_ca_file: str | None = None
 
-    @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url", "admin_authority_host")
+    @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url", "admin_authority_host", "acs_endpoint")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
@@ -81,6 +87,8 @@ class Settings(BaseSettings):
                         "CONNECTOR_STORAGE_EMULATOR_KEY is accepted only for an emulator on "
                         "loopback; in Azure the managed identity reaches storage"
                     )
+        if self.acs_emulator_key is not None and not is_loopback_url(self.acs_endpoint):
+            raise ValueError("CONNECTOR_ACS_EMULATOR_KEY is accepted only for the simulator on loopback")
         return self
 
     @property

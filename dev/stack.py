@@ -10,6 +10,7 @@ process except Azurite. SIGINT / SIGTERM stop everything, children included.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,8 @@ from dev.sandbox.server import LoopbackServer
 from dev.sandbox.tls import ensure_local_tls
 
 ROOT = Path(__file__).resolve().parents[1]
+# The local ACS simulator's access key: a sandbox value, valid nowhere else (base64, as ACS keys are).
+ACS_SANDBOX_KEY = "c2FuZGJveC1hY3Mta2V5LW5vdC1hLXJlYWwtc2VjcmV0LTAwMDAwMDAwMDA="
 log = logging.getLogger("dev.stack")
 
 
@@ -32,23 +35,36 @@ class Ports:
     host: int = 7071
     cerner: int = 8081
     entra: int = 8443
+    acs: int = 8089
     azurite_blob: int = 10000
     azurite_queue: int = 10001
     azurite_table: int = 10002
 
 
-def connector_environment(azurite: AzuriteEndpoints, host_port: int) -> dict[str, str]:
+def connector_environment(azurite: AzuriteEndpoints, ports: Ports, ca_file: Path) -> dict[str, str]:
     """The app settings the connector reads, pointing at this stack."""
+    from dev.sandbox import entra
+
+    host_url = f"http://127.0.0.1:{ports.host}"
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": azurite.connection_string,
         "CONNECTOR_STAMP_REGION": "us",
         "CONNECTOR_LOCAL_MODE": "true",
-        "CONNECTOR_PUBLIC_BASE_URL": f"http://127.0.0.1:{host_port}",
+        "CONNECTOR_PUBLIC_BASE_URL": host_url,
         "CONNECTOR_STORAGE_ACCOUNT_NAME": ACCOUNT_NAME,
         "CONNECTOR_STORAGE_TABLE_ENDPOINT": azurite.table_url,
         "CONNECTOR_STORAGE_QUEUE_ENDPOINT": azurite.queue_url,
         "CONNECTOR_STORAGE_EMULATOR_KEY": ACCOUNT_KEY,
+        "CONNECTOR_ADMIN_AUTHORITY_HOST": f"https://127.0.0.1:{ports.entra}",
+        "CONNECTOR_ADMIN_API_CLIENT_ID": entra.API_CLIENT_ID,
+        "CONNECTOR_ADMIN_API_SCOPE": f"{entra.API_APP_ID_URI}/{entra.API_SCOPE}",
+        "CONNECTOR_PORTAL_CLIENT_ID": entra.PORTAL_CLIENT_ID,
+        "CONNECTOR_PORTAL_STAMPS": json.dumps([{"region": "us", "label": "United States", "api_base_url": host_url}]),
+        "CONNECTOR_OUTBOUND_CA_FILE": str(ca_file),
+        "CONNECTOR_ACS_ENDPOINT": f"http://127.0.0.1:{ports.acs}",
+        "CONNECTOR_ACS_EMULATOR_KEY": ACS_SANDBOX_KEY,
+        "CONNECTOR_PROVISIONING_QUEUE": "provision-number",
     }
 
 
@@ -69,7 +85,7 @@ class Stack:
         return self
 
     def _start(self) -> None:
-        from dev.sandbox import cerner, entra
+        from dev.sandbox import acs, cerner, entra
 
         p = self.ports
         azurite = AzuriteEndpoints(p.azurite_blob, p.azurite_queue, p.azurite_table)
@@ -85,7 +101,10 @@ class Stack:
             LoopbackServer(entra_app, p.entra, certfile=tls.cert_file, keyfile=tls.key_file, name="entra")
         )
 
-        os.environ.update(connector_environment(azurite, p.host))
+        acs_app = acs.create_app(public_url=f"http://127.0.0.1:{p.acs}", access_key=ACS_SANDBOX_KEY)
+        self._exit.enter_context(LoopbackServer(acs_app, p.acs, name="acs"))
+
+        os.environ.update(connector_environment(azurite, p, tls.ca_file))
         from dev.demo import register_demo_clients, seed_demo
 
         demo = register_demo_clients(cerner_app, entra_app, host_url=f"http://127.0.0.1:{p.host}")
@@ -94,6 +113,7 @@ class Stack:
         self.urls = {
             "Cerner sandbox FHIR base": demo.fhir_base_url,
             "Entra ID sandbox issuer": f"{entra_url}/{demo.tenant_id}/v2.0",
+            "ACS sandbox SMS outbox": f"http://127.0.0.1:{p.acs}/_sandbox/outbox",
             "Azurite tables": azurite.table_url,
             "Azurite queues": azurite.queue_url,
             "local CA to trust (or accept the issuer once)": str(tls.ca_file),
@@ -111,7 +131,7 @@ class Stack:
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__.splitlines()[0])
     defaults = Ports()
-    for name in ("host", "cerner", "entra", "azurite_blob", "azurite_queue", "azurite_table"):
+    for name in Ports.__dataclass_fields__:
         parser.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=getattr(defaults, name))
     parser.add_argument("--no-host", action="store_true", help="start storage and the sandbox only (for `func start`)")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".local")

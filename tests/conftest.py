@@ -43,6 +43,7 @@ def storage_env(azurite: AzuriteEndpoints, unique_prefix: str, monkeypatch) -> d
         "CONNECTOR_STORAGE_QUEUE_ENDPOINT": azurite.queue_url,
         "CONNECTOR_STORAGE_EMULATOR_KEY": ACCOUNT_KEY,
         "CONNECTOR_STORAGE_NAME_PREFIX": unique_prefix,
+        "CONNECTOR_PROVISIONING_QUEUE": f"{unique_prefix}-provision",
         "AzureWebJobsStorage": azurite.connection_string,
     }
     for key, value in env.items():

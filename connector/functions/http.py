@@ -6,11 +6,14 @@ import json
 import logging
 from collections.abc import Callable
 from functools import wraps
+from typing import TypeVar
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from connector.errors import ConfigurationError, ConnectorError
+from connector.errors import ConfigurationError, ConnectorError, InvalidInput, NotAuthenticated, Problem
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("connector.http")
 
@@ -33,13 +36,33 @@ def error_response(error: Exception) -> func.HttpResponse:
     if isinstance(error, ConnectorError):
         if error.http_status >= 500:
             log.warning("request failed: %s", type(error).__name__)
-        headers = None
+        headers = {}
         retry_after = getattr(error, "retry_after", None)
         if retry_after:
-            headers = {"Retry-After": str(int(retry_after))}
-        return json_response(error.as_dict(), error.http_status, headers)
+            headers["Retry-After"] = str(max(1, round(retry_after)))
+        if isinstance(error, NotAuthenticated):  # RFC 6750: say which scheme would work
+            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return json_response(error.as_dict(), error.http_status, headers or None)
     log.error("unexpected error: %s", type(error).__name__)
     return json_response({"error": "internal_error", "message": "unexpected error; see the host log"}, 500)
+
+
+def parse_body(req: func.HttpRequest, model: type[M]) -> M:
+    """The request's JSON body as ``model``; every problem named by its field, no values echoed."""
+    try:
+        data = json.loads(req.get_body() or b"null")
+    except ValueError:
+        raise InvalidInput("the body is not valid JSON", problems=[Problem("body", "must be a JSON object")]) from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object", problems=[Problem("body", "must be a JSON object")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            Problem(".".join(str(part) for part in error["loc"]) or "body", error["msg"])
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise InvalidInput("some fields are missing or invalid", problems=problems) from None
 
 
 def handles_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]):

@@ -40,7 +40,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 @pytest.fixture
 def stack(tmp_path):
-    ports = {name: free_port() for name in ("host", "cerner", "entra", "azurite-blob", "azurite-queue", "azurite-table")}
+    ports = {name: free_port() for name in ("host", "cerner", "entra", "acs", "azurite-blob", "azurite-queue", "azurite-table")}
     args = [sys.executable, "-m", "dev.stack", "--data-dir", str(tmp_path / "data")]
     for name, port in ports.items():
         args += [f"--{name}-port", str(port)]
@@ -103,7 +103,7 @@ def stack_port_taken(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         args = [sys.executable, "-m", "dev.stack", "--data-dir", str(tmp_path / "data"), "--cerner-port", str(port)]
-        for name in ("host", "entra", "azurite-blob", "azurite-queue", "azurite-table"):
+        for name in ("host", "entra", "acs", "azurite-blob", "azurite-queue", "azurite-table"):
             args += [f"--{name}-port", str(free_port())]
         proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=90)
     yield proc, proc.stdout + proc.stderr

@@ -50,3 +50,8 @@ def test_unknown_errors_hide_their_message(caplog):
     assert resp.status_code == 500 and json.loads(text)["error"] == "internal_error"
     assert "Jane" not in text and "Jane" not in caplog.text
     assert "KeyError" in caplog.text
+
+
+def test_401_names_the_bearer_scheme():
+    resp = error_response(errors.NotAuthenticated("expired"))
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")

@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from connector.adapters.storage.tables import ModelTable, Versioned
 from connector.domain.endpoint import FhirEndpoint, normalize_base_url
 from connector.domain.notification import NotificationClaim
+from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.tenant import Tenant
 from connector.domain.usage import UsageEvent
-from connector.errors import Conflict
+from connector.errors import Conflict, Problem
 from connector.settings import Settings
 
 TENANT_ROW = "tenant"
@@ -69,18 +70,25 @@ class TableEndpointRepository:
     def list_endpoints(self, tenant_id: str) -> list[Versioned[FhirEndpoint]]:
         return sorted(self._endpoints.partition(tenant_id), key=lambda v: v.item.endpoint_id)
 
-    def add_endpoint(self, endpoint: FhirEndpoint) -> str:
-        """Register a new endpoint; :class:`Conflict` if its URL or id is taken in this stamp."""
+    def _claim_url(self, endpoint: FhirEndpoint) -> str:
         claim = UrlClaim(
             url_hash=url_hash(endpoint.base_url), base_url=endpoint.base_url,
             tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id,
         )
         if not self._urls.try_insert(claim):
-            raise Conflict("this FHIR base URL is already registered in this stamp")
+            raise Conflict(
+                "this FHIR base URL is already registered in this stamp",
+                problems=[Problem("base_url", "is already registered")],
+            )
+        return claim.url_hash
+
+    def add_endpoint(self, endpoint: FhirEndpoint) -> str:
+        """Register a new endpoint; :class:`Conflict` if its URL or id is taken in this stamp."""
+        claimed = self._claim_url(endpoint)
         try:
             return self._endpoints.insert(endpoint)
         except Exception:
-            self._urls.delete(self.URL_PARTITION, claim.url_hash)
+            self._urls.delete(self.URL_PARTITION, claimed)
             raise
 
     def find_by_base_url(self, base_url: str) -> Versioned[FhirEndpoint] | None:
@@ -90,8 +98,20 @@ class TableEndpointRepository:
             return None
         return self.get_endpoint(claim.item.tenant_id, claim.item.endpoint_id)
 
-    def save_endpoint(self, endpoint: FhirEndpoint, etag: str) -> str:
-        return self._endpoints.replace(endpoint, etag)
+    def save_endpoint(self, endpoint: FhirEndpoint, etag: str, *, previous_base_url: str | None = None) -> str:
+        """Replace the endpoint if unchanged since ``etag``; a new URL moves its claim with it
+        (the new URL is claimed first, so a taken URL changes nothing)."""
+        moved = previous_base_url is not None and url_hash(previous_base_url) != url_hash(endpoint.base_url)
+        claimed = self._claim_url(endpoint) if moved else None
+        try:
+            new_etag = self._endpoints.replace(endpoint, etag)
+        except Exception:
+            if claimed:
+                self._urls.delete(self.URL_PARTITION, claimed)
+            raise
+        if moved:
+            self._urls.delete(self.URL_PARTITION, url_hash(previous_base_url))
+        return new_etag
 
     def remove_endpoint(self, endpoint: FhirEndpoint, etag: str) -> None:
         self._endpoints.delete(endpoint.tenant_id, endpoint.endpoint_id, etag)
@@ -145,10 +165,40 @@ def _usage_keys(event: UsageEvent) -> tuple[str, str]:
     return _usage_partition(event), f"{event.at:%Y%m%dT%H%M%S%f}_{event.event_id}"
 
 
+class TablePhoneNumberRepository:
+    """``phonenumbers``: a tenant's numbers by E.164, and ``numberops``: their provisioning."""
+
+    def __init__(self, numbers: ModelTable[PhoneNumber], operations: ModelTable[NumberProvisioning]):
+        self._numbers = numbers
+        self._operations = operations
+
+    def list_numbers(self, tenant_id: str) -> list[PhoneNumber]:
+        return sorted((v.item for v in self._numbers.partition(tenant_id)), key=lambda n: n.phone_number)
+
+    def get_number(self, tenant_id: str, phone_number: str) -> PhoneNumber | None:
+        stored = self._numbers.get(tenant_id, phone_number)
+        return stored.item if stored else None
+
+    def record_number(self, number: PhoneNumber) -> None:
+        """Idempotent: the worker may record the same purchase twice after a retry."""
+        self._numbers.upsert(number)
+
+    def start_provisioning(self, operation: NumberProvisioning) -> None:
+        self._operations.insert(operation)
+
+    def get_provisioning(self, tenant_id: str, operation_id: str) -> Versioned[NumberProvisioning] | None:
+        return self._operations.get(tenant_id, operation_id)
+
+    def list_provisioning(self, tenant_id: str) -> list[NumberProvisioning]:
+        return sorted((v.item for v in self._operations.partition(tenant_id)), key=lambda o: o.created_at)
+
+    def save_provisioning(self, operation: NumberProvisioning, etag: str) -> str:
+        return self._operations.replace(operation, etag)
+
+
 class StampTables:
     """Every table of the stamp, built from one service client (the composition root holds one)."""
 
-    NAMES = ("tenants", "endpoints", "endpointurls", "notifications", "usageevents")
 
     def __init__(self, service: TableServiceClient, settings: Settings):
         def table(base: str, model, keys) -> ModelTable:
@@ -161,9 +211,12 @@ class StampTables:
         )
         self.notifications = table("notifications", NotificationClaim, _notification_keys)
         self.usage_events = table("usageevents", UsageEvent, _usage_keys)
+        self.phone_numbers = table("phonenumbers", PhoneNumber, lambda n: (n.tenant_id, n.phone_number))
+        self.number_operations = table("numberops", NumberProvisioning, lambda o: (o.tenant_id, o.operation_id))
 
     def all(self) -> list[ModelTable]:
-        return [self.tenants, self.endpoints, self.endpoint_urls, self.notifications, self.usage_events]
+        return [self.tenants, self.endpoints, self.endpoint_urls, self.notifications, self.usage_events,
+                self.phone_numbers, self.number_operations]
 
     def create_missing(self) -> None:
         for table in self.all():

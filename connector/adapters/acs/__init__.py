@@ -1,0 +1,1 @@
+"""Azure Communication Services: phone numbers (and, later, SMS). SDKs imported where used."""

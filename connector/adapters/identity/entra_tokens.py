@@ -1,0 +1,422 @@
+"""Entra ID v2.0 access tokens for the admin API, verified against the tenant's published keys.
+
+    validator = token_validator_from_settings(settings)
+    claims = validator.validate(token)   # the verified claims, or NotAuthenticated (401)
+
+Nothing in a token is trusted before its signature verifies except what selects the key:
+the header's ``kid`` and the ``tid`` claim (which names the tenant's JWKS URL). Then: RS256
+only, ``iss`` exactly ``{authority}/{tid}/v2.0``, ``aud`` exactly the API's client id,
+``exp``/``nbf``/``iat`` within the clock skew, required claims present. Each failure says
+what is wrong and never repeats the token or a claim value.
+
+Keys (:class:`JwksCache`) come from ``{authority}/{tid}/discovery/v2.0/keys`` and are cached
+per URL for a TTL. Tokens are attacker-controlled, so every fetch a token can cause is bounded:
+
+- an unknown ``kid`` refetches a tenant's keys at most once per refetch interval (Entra
+  publishes a key well before signing with it, so real rotations are found anyway, and a
+  stream of forged kids cannot become a fetch storm);
+- a tenant seen for the first time takes one fetch from a small shared token bucket (random
+  ``tid`` values cannot turn the stamp into a request amplifier against Entra);
+- a tenant Entra does not know (400/404) is cached like any other answer.
+
+A failed fetch is 503 (UpstreamUnavailable), not 401: the caller's token may be fine. If a
+refresh fails, keys up to twice the TTL old keep validating (an Entra blip must not lock
+admins out), but a kid they do not hold is then 503 as well.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import certifi
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from connector.errors import ConfigurationError, NotAuthenticated, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from connector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "RS256"
+REQUIRED_CLAIMS = ("tid", "oid", "exp", "iss", "aud")
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Entra access tokens are a few KB; anything far larger is not worth parsing.
+MAX_TOKEN_CHARS = 16 * 1024
+# Entra's JWKS (a handful of keys with their certificates) is around 10 KB.
+MAX_JWKS_BYTES = 128 * 1024
+MAX_KID_CHARS = 256
+MIN_RSA_KEY_BITS = 2048
+HTTP_TIMEOUT_SECONDS = 5.0
+# Read timeouts are per chunk; this bounds a server that drips the body a byte at a time.
+JWKS_DEADLINE_SECONDS = 10.0
+USER_AGENT = "virtual-visits-connector"
+TIMED_OUT = "the identity provider did not answer in time; try again shortly"
+UNREACHABLE = "the identity provider could not be reached; try again shortly"
+
+
+class UnknownTenant(LookupError):
+    """The identity provider answered that the token's tenant does not exist."""
+
+
+@dataclass(frozen=True)
+class PublishedKey:
+    public_key: RSAPublicKey
+    # Entra tags each key with the issuer it signs for, e.g. ".../{tenantid}/v2.0".
+    issuer_template: str | None
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, PublishedKey]
+    fetched_at: float
+    attempted_at: float  # last fetch attempt, successful or not: paces refetches
+    tenant_unknown: bool = False
+
+
+class _TokenBucket:
+    """``capacity`` takes at once, then one more every ``refill_seconds``. Not locked: callers are."""
+
+    def __init__(self, capacity: int, refill_seconds: float, now: Callable[[], float]) -> None:
+        self._capacity = capacity
+        self._refill_seconds = refill_seconds
+        self._now = now
+        self._tokens = float(capacity)
+        self._updated = now()
+
+    def take(self) -> bool:
+        now = self._now()
+        elapsed = max(0.0, now - self._updated)
+        self._tokens = min(self._capacity, self._tokens + elapsed / self._refill_seconds)
+        self._updated = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class JwksCache:
+    """Signing keys per JWKS URL, fetched on demand within the budgets in the module docstring.
+
+    Thread-safe. Lookups that hit a fresh entry take no lock; fetches are serialised by one
+    lock and re-check under it, so concurrent requests on a cold cache cause one fetch.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        ttl_seconds: float,
+        refetch_interval_seconds: float,
+        now: Callable[[], float] = time.time,
+        new_tenant_burst: int = 20,
+        new_tenant_refill_seconds: float = 3.0,
+        max_key_sets: int = 1000,
+    ) -> None:
+        self._http = http
+        self._timeout = _bounded(http.timeout, HTTP_TIMEOUT_SECONDS)
+        self._ttl = ttl_seconds
+        self._refetch_interval = refetch_interval_seconds
+        self._now = now
+        self._max_key_sets = max_key_sets
+        self._entries: dict[str, _KeySet] = {}
+        self._fetch_lock = threading.Lock()
+        self._new_tenants = _TokenBucket(new_tenant_burst, new_tenant_refill_seconds, now)
+        self._new_tenant_retry_after = math.ceil(new_tenant_refill_seconds)
+
+    def key(self, url: str, kid: str) -> PublishedKey | None:
+        """The key ``kid`` published at ``url``, or None if the issuer does not publish it."""
+        entry = self._entries.get(url)
+        if entry is None or self._wants_fetch(entry, kid, self._now()):
+            entry = self._fetch_if_due(url, kid)
+        if entry.tenant_unknown:
+            raise UnknownTenant(url)
+        if self._now() - entry.fetched_at >= 2 * self._ttl:
+            raise UpstreamUnavailable(
+                "the identity provider's signing keys could not be refreshed; try again shortly"
+            )
+        return entry.keys.get(kid)
+
+    def _wants_fetch(self, entry: _KeySet, kid: str, now: float) -> bool:
+        if now - entry.attempted_at < self._refetch_interval:
+            return False
+        return kid not in entry.keys or now - entry.fetched_at >= self._ttl
+
+    def _fetch_if_due(self, url: str, kid: str) -> _KeySet:
+        with self._fetch_lock:
+            now = self._now()
+            entry = self._entries.get(url)
+            if entry is not None and not self._wants_fetch(entry, kid, now):
+                return entry  # another thread fetched while this one waited
+            if entry is None and not self._new_tenants.take():
+                log.warning("JWKS fetch for a new tenant refused: new-tenant fetch budget exhausted")
+                raise UpstreamUnavailable(
+                    "too many sign-ins from new tenants right now; try again shortly",
+                    retry_after=self._new_tenant_retry_after,
+                )
+            try:
+                fresh = self._download(url, now)
+            except UpstreamUnavailable:
+                if entry is None:
+                    raise
+                entry.attempted_at = now  # paces retries even while the issuer is down
+                if kid not in entry.keys:
+                    raise
+                log.warning("JWKS refresh failed; using keys fetched %.0f s ago", now - entry.fetched_at)
+                return entry
+            self._remember(url, fresh)
+            return fresh
+
+    def _remember(self, url: str, entry: _KeySet) -> None:
+        if url not in self._entries and len(self._entries) >= self._max_key_sets:
+            oldest = min(self._entries, key=lambda u: self._entries[u].fetched_at)
+            del self._entries[oldest]
+        self._entries[url] = entry
+
+    def _download(self, url: str, now: float) -> _KeySet:
+        try:
+            with self._http.stream(
+                "GET", url, headers={"Accept": "application/json"}, timeout=self._timeout
+            ) as response:
+                if response.status_code in (400, 404):  # Entra: AADSTS90002 tenant not found
+                    log.info("JWKS: the identity provider does not know the tenant of %s", url)
+                    return _KeySet({}, now, now, tenant_unknown=True)
+                if response.status_code != 200:
+                    log.warning("JWKS fetch answered HTTP %s", response.status_code)
+                    raise UpstreamUnavailable(
+                        "the identity provider's signing keys are unavailable "
+                        f"(HTTP {response.status_code}); try again shortly",
+                        retry_after=_retry_after(response),
+                    )
+                body = _read_limited(response, MAX_JWKS_BYTES)
+        except httpx.TimeoutException as exc:
+            log.warning("JWKS fetch timed out: %s", type(exc).__name__)
+            raise UpstreamUnavailable(TIMED_OUT) from exc
+        except httpx.HTTPError as exc:
+            log.warning("JWKS fetch failed: %s", type(exc).__name__)
+            raise UpstreamUnavailable(UNREACHABLE) from exc
+        log.info("JWKS fetched from %s", url)
+        return _KeySet(_parse_jwks(body), now, now)
+
+
+def _bounded(timeout: httpx.Timeout, limit: float) -> httpx.Timeout:
+    """The client's own timeouts, each capped at ``limit`` (None, i.e. wait forever, included)."""
+
+    def cap(value: float | None) -> float:
+        return limit if value is None else min(value, limit)
+
+    return httpx.Timeout(
+        connect=cap(timeout.connect),
+        read=cap(timeout.read),
+        write=cap(timeout.write),
+        pool=cap(timeout.pool),
+    )
+
+
+def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UpstreamUnavailable("the identity provider's key set is implausibly large")
+    deadline = time.monotonic() + JWKS_DEADLINE_SECONDS
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise UpstreamUnavailable("the identity provider's key set is implausibly large")
+        if time.monotonic() > deadline:
+            raise UpstreamUnavailable(TIMED_OUT)
+    return bytes(body)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
+
+
+def _parse_jwks(body: bytes) -> dict[str, PublishedKey]:
+    """The usable RS256 signing keys by kid; keys of other kinds are skipped, not fatal."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise UpstreamUnavailable("the identity provider's key set is not a JWKS document")
+    keys: dict[str, PublishedKey] = {}
+    for jwk in document["keys"]:
+        if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or jwk.get("use", "sig") != "sig":
+            continue
+        kid, issuer = jwk.get("kid"), jwk.get("issuer")
+        if not isinstance(kid, str) or not kid or jwk.get("alg", ALGORITHM) != ALGORITHM:
+            continue
+        try:
+            public_key = jwt.PyJWK(jwk, algorithm=ALGORITHM).key
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+            continue
+        if isinstance(public_key, RSAPublicKey) and public_key.key_size >= MIN_RSA_KEY_BITS:
+            keys[kid] = PublishedKey(public_key, issuer if isinstance(issuer, str) else None)
+    if not keys:
+        raise UpstreamUnavailable("the identity provider published no usable signing keys")
+    return keys
+
+
+class EntraTokenValidator:
+    """Verifies Entra ID v2.0 access tokens for one API (``audience``) from any tenant."""
+
+    def __init__(
+        self,
+        *,
+        authority_host: str,
+        audience: str,
+        http: httpx.Client,
+        clock_skew_seconds: int = 120,
+        jwks_ttl_seconds: int = 86400,
+        jwks_refetch_interval_seconds: int = 300,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if not audience:
+            raise ConfigurationError("the admin API's client id (token audience) is not configured")
+        self._authority = authority_host.rstrip("/")
+        self._audience = audience
+        self._skew = clock_skew_seconds
+        self._now = now
+        self._http = http
+        self._keys = JwksCache(
+            http,
+            ttl_seconds=jwks_ttl_seconds,
+            refetch_interval_seconds=jwks_refetch_interval_seconds,
+            now=now,
+        )
+
+    def close(self) -> None:
+        """Close the http client (its pooled keep-alive connections to the issuer)."""
+        self._http.close()
+
+    def validate(self, token: str) -> dict[str, Any]:
+        """The token's verified claims; NotAuthenticated if it is not valid, UpstreamUnavailable (503)
+        if the issuer's keys cannot be read."""
+        kid, tid = _key_selectors(token)
+        issuer = f"{self._authority}/{tid}/v2.0"
+        key = self._signing_key(tid, kid, issuer)
+        claims = self._verified_claims(token, key, issuer)
+        self._check_lifetime(claims)
+        if not isinstance(claims["oid"], str) or not GUID.fullmatch(claims["oid"]):
+            raise NotAuthenticated("the token's object id (oid) is not a GUID")
+        return claims
+
+    def _signing_key(self, tid: str, kid: str, issuer: str) -> RSAPublicKey:
+        try:
+            published = self._keys.key(f"{self._authority}/{tid}/discovery/v2.0/keys", kid)
+        except UnknownTenant:
+            raise NotAuthenticated("the token's tenant is not known to the identity provider") from None
+        if published is None:
+            raise NotAuthenticated("the token is signed with a key the identity provider does not publish")
+        template = published.issuer_template
+        if template is not None and template.replace("{tenantid}", tid) != issuer:
+            raise NotAuthenticated("the token's signing key is not published for its issuer")
+        return published.public_key
+
+    def _verified_claims(self, token: str, key: RSAPublicKey, issuer: str) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=issuer,
+                # Lifetime is checked by _check_lifetime against the injected clock.
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "strict_aud": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise NotAuthenticated("the token's signature does not verify") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise NotAuthenticated(f"the token lacks the required claim '{exc.claim}'") from None
+        except jwt.InvalidAudienceError:
+            raise NotAuthenticated("the token is for another audience than this API") from None
+        except jwt.InvalidIssuerError:
+            raise NotAuthenticated("the token's issuer is not its tenant's Entra ID v2.0 issuer") from None
+        except jwt.InvalidAlgorithmError:
+            raise NotAuthenticated("the token must be signed with RS256") from None
+        except jwt.InvalidTokenError:
+            raise NotAuthenticated("the token is malformed") from None
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        now = self._now()
+        exp, nbf, iat = claims["exp"], claims.get("nbf"), claims.get("iat")
+        for name, value in (("exp", exp), ("nbf", nbf), ("iat", iat)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise NotAuthenticated(f"the token's '{name}' claim is not a number")
+        if exp <= now - self._skew:
+            raise NotAuthenticated("the token has expired")
+        if (nbf is not None and nbf > now + self._skew) or (iat is not None and iat > now + self._skew):
+            raise NotAuthenticated("the token is not valid yet")
+
+
+def _key_selectors(token: str) -> tuple[str, str]:
+    """The header's ``kid`` and the ``tid`` claim, read unverified: they only pick the key."""
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+        raise NotAuthenticated("the token is malformed")
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        raise NotAuthenticated("the token is malformed") from None
+    if header.get("alg") != ALGORITHM:
+        raise NotAuthenticated("the token must be signed with RS256")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+        raise NotAuthenticated("the token does not name its signing key (kid)")
+    tid = unverified.get("tid")
+    # Lowercase only, as Entra issues it: the tid becomes a URL, so one tenant is one cache entry.
+    if not isinstance(tid, str) or not GUID.fullmatch(tid):
+        raise NotAuthenticated("the token's tenant id (tid) is missing or not a GUID")
+    return kid, tid
+
+
+def outbound_ssl_context(extra_ca_file: str | None = None) -> ssl.SSLContext:
+    """Trust the system CAs and certifi's bundle (httpx's default, for hosts whose system
+    store is empty), plus ``extra_ca_file`` (the local stack's CA) when given."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=certifi.where())
+    if extra_ca_file:
+        try:
+            context.load_verify_locations(cafile=extra_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError("CONNECTOR_OUTBOUND_CA_FILE cannot be read as a PEM CA bundle") from exc
+    return context
+
+
+def token_validator_from_settings(settings: Settings) -> EntraTokenValidator:
+    """The admin API's validator: Entra (or the sandbox issuer) at ``admin_authority_host``."""
+    if not settings.admin_api_client_id:
+        raise ConfigurationError(
+            "CONNECTOR_ADMIN_API_CLIENT_ID is not set: admin tokens cannot be validated without it"
+        )
+    http = httpx.Client(
+        verify=outbound_ssl_context(settings.outbound_ca_file),
+        timeout=HTTP_TIMEOUT_SECONDS,
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+    return EntraTokenValidator(
+        authority_host=settings.admin_authority_host,
+        audience=settings.admin_api_client_id,
+        http=http,
+        clock_skew_seconds=settings.admin_clock_skew_seconds,
+    )

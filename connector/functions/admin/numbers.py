@@ -1,0 +1,86 @@
+"""SMS numbers: provision (202 + an operation to poll), list, link to and unlink from endpoints."""
+
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from connector.composition import container
+from connector.domain.phone_number import E164, NumberProvisioning
+from connector.functions.admin.common import admin_principal, endpoint_response
+from connector.functions.http import handles_errors, json_response, parse_body
+from connector.services import sms_numbers
+
+bp = func.Blueprint()
+ANONYMOUS = func.AuthLevel.ANONYMOUS
+
+
+class ProvisionNumber(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Toll-free numbers for SMS are sold in the US (and Canada) only.
+    country_code: str = Field(default="US", pattern=r"^(US|CA)$")
+
+
+class LinkNumber(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    phone_number: str = Field(pattern=E164)
+
+
+class NumberList(BaseModel):
+    phone_numbers: list[sms_numbers.NumberView]
+    operations: list[NumberProvisioning]
+
+
+def operation_view(operation: NumberProvisioning) -> dict:
+    return operation.model_dump(mode="json", include={
+        "operation_id", "status", "step", "phone_number", "error", "country_code", "created_at", "updated_at"})
+
+
+@bp.route(route="admin/phone-numbers", methods=["POST"], auth_level=ANONYMOUS)
+@handles_errors
+def provision_number(req: func.HttpRequest) -> func.HttpResponse:
+    principal = admin_principal(req)
+    body = parse_body(req, ProvisionNumber)
+    deps = container()
+    operation = sms_numbers.start_provisioning(
+        deps.tenants, deps.phone_numbers, deps.provisioning_queue, principal.tenant_id, body.country_code)
+    location = f"{deps.settings.public_base_url}/api/admin/operations/{operation.operation_id}"
+    return json_response(operation_view(operation), 202, headers={"Location": location})
+
+
+@bp.route(route="admin/operations/{operation_id}", methods=["GET"], auth_level=ANONYMOUS)
+@handles_errors
+def get_operation(req: func.HttpRequest) -> func.HttpResponse:
+    principal = admin_principal(req)
+    operation = sms_numbers.get_provisioning(
+        container().phone_numbers, principal.tenant_id, req.route_params["operation_id"])
+    return json_response(operation_view(operation), headers={"Cache-Control": "no-store"})
+
+
+@bp.route(route="admin/phone-numbers", methods=["GET"], auth_level=ANONYMOUS)
+@handles_errors
+def list_numbers(req: func.HttpRequest) -> func.HttpResponse:
+    principal = admin_principal(req)
+    deps = container()
+    numbers, operations = sms_numbers.list_numbers(deps.phone_numbers, deps.endpoints, principal.tenant_id)
+    return json_response({"phone_numbers": [n.model_dump(mode="json") for n in numbers],
+                          "operations": [operation_view(o) for o in operations]})
+
+
+@bp.route(route="admin/endpoints/{endpoint_id}/phone-number", methods=["PUT"], auth_level=ANONYMOUS)
+@handles_errors
+def link_number(req: func.HttpRequest) -> func.HttpResponse:
+    principal = admin_principal(req)
+    body = parse_body(req, LinkNumber)
+    deps = container()
+    stored = sms_numbers.link_number(deps.tenants, deps.phone_numbers, deps.endpoints, principal.tenant_id,
+                                     req.route_params["endpoint_id"], body.phone_number, req.headers.get("If-Match"))
+    return endpoint_response(stored)
+
+
+@bp.route(route="admin/endpoints/{endpoint_id}/phone-number", methods=["DELETE"], auth_level=ANONYMOUS)
+@handles_errors
+def unlink_number(req: func.HttpRequest) -> func.HttpResponse:
+    principal = admin_principal(req)
+    deps = container()
+    stored = sms_numbers.link_number(deps.tenants, deps.phone_numbers, deps.endpoints, principal.tenant_id,
+                                     req.route_params["endpoint_id"], None, req.headers.get("If-Match"))
+    return endpoint_response(stored)

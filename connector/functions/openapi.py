@@ -1,0 +1,172 @@
+"""GET /api/openapi.json (OpenAPI 3.1) and GET /api/portal-config, both anonymous.
+
+The document is built from the same pydantic models the triggers parse and answer with,
+so a schema cannot drift from the code; a test checks its paths against the registered routes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import azure.functions as func
+from pydantic import BaseModel
+
+from connector import __version__
+from connector.composition import container
+from connector.domain.endpoint import EndpointChange, EndpointDraft
+from connector.domain.integration import IntegrationRecord
+from connector.domain.validation import ValidationReport
+from connector.functions.admin.common import EndpointList, EndpointView, TenantView
+from connector.functions.admin.endpoints import ValidationRequest
+from connector.functions.admin.numbers import LinkNumber, NumberList, ProvisionNumber
+from connector.functions.admin.tenant import SmsConsents
+from connector.functions.http import handles_errors, json_response
+from connector.services.health import HealthReport
+
+bp = func.Blueprint()
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    admin: bool = True
+
+
+OPERATIONS: list[Operation] = [
+    Operation("get", "/health", "health", "Version, stamp region and storage reachability",
+              {200: HealthReport, 503: HealthReport}, admin=False),
+    Operation("get", "/portal-config", "portal_config", "What the portal needs to sign in and find stamps",
+              {200: None}, admin=False),
+    Operation("get", "/openapi.json", "openapi", "This document", {200: None}, admin=False),
+    Operation("get", "/admin/tenant", "get_tenant", "The caller's tenant in this stamp", {200: TenantView, 404: None}),
+    Operation("post", "/admin/tenant", "onboard_tenant", "Set the caller's tenant up in this stamp",
+              {200: TenantView, 201: TenantView}),
+    Operation("put", "/admin/sms/consents", "put_sms_consents", "Give or withdraw the two SMS consents",
+              {200: TenantView}, SmsConsents),
+    Operation("get", "/admin/endpoints", "list_endpoints", "The tenant's FHIR base URLs", {200: EndpointList}),
+    Operation("post", "/admin/endpoints", "add_endpoint", "Validate and register a FHIR base URL",
+              {201: EndpointView, 409: None, 422: None}, EndpointDraft),
+    Operation("post", "/admin/endpoints/validate", "validate_endpoint", "Validate a FHIR base URL, check by check",
+              {200: ValidationReport}, ValidationRequest),
+    Operation("get", "/admin/endpoints/{endpoint_id}", "get_endpoint", "One FHIR endpoint", {200: EndpointView, 404: None}),
+    Operation("patch", "/admin/endpoints/{endpoint_id}", "change_endpoint",
+              "Change an endpoint (If-Match: its ETag); a new URL is validated again",
+              {200: EndpointView, 404: None, 409: None, 422: None}, EndpointChange),
+    Operation("delete", "/admin/endpoints/{endpoint_id}", "remove_endpoint", "Remove an endpoint",
+              {204: None, 404: None, 409: None}),
+    Operation("get", "/admin/endpoints/{endpoint_id}/integration-record", "get_integration_record",
+              "Everything Cerner's code console needs (?download=true for an attachment)",
+              {200: IntegrationRecord, 404: None}),
+    Operation("post", "/admin/phone-numbers", "provision_number",
+              "Start provisioning a toll-free SMS number (poll the operation in Location)",
+              {202: None, 422: None}, ProvisionNumber),
+    Operation("get", "/admin/phone-numbers", "list_numbers", "The tenant's numbers and provisioning operations",
+              {200: NumberList}),
+    Operation("get", "/admin/operations/{operation_id}", "get_operation", "A provisioning operation's progress",
+              {200: None, 404: None}),
+    Operation("put", "/admin/endpoints/{endpoint_id}/phone-number", "link_number",
+              "Send this endpoint's SMS from a number", {200: EndpointView, 404: None, 422: None}, LinkNumber),
+    Operation("delete", "/admin/endpoints/{endpoint_id}/phone-number", "unlink_number",
+              "Stop sending this endpoint's SMS from its number", {200: EndpointView, 404: None}),
+]
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "problems": {"type": "array", "items": {
+            "type": "object", "required": ["field", "message"],
+            "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
+    },
+}
+
+
+def _schema_ref(model: type[BaseModel], components: dict) -> dict:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _input_ref(model: type[BaseModel], components: dict) -> dict:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _operation(op: Operation, components: dict) -> dict:
+    responses: dict[str, dict] = {}
+    for status, model in op.responses.items():
+        content = None
+        if model is not None:
+            content = {"application/json": {"schema": _schema_ref(model, components)}}
+        elif status >= 400:
+            content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        elif status != 204:
+            content = {"application/json": {"schema": {"type": "object"}}}
+        responses[str(status)] = {"description": "", **({"content": content} if content else {})}
+    document: dict = {"operationId": op.operation_id, "summary": op.summary, "responses": responses}
+    if op.admin:
+        document["security"] = [{"entraId": []}]
+        for status, text in ((400, "bad input"), (401, "no valid bearer token"), (403, "not an admin")):
+            responses.setdefault(str(status), {"description": text, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    parameters = [name for name in ("endpoint_id", "operation_id") if f"{{{name}}}" in op.path]
+    if parameters:
+        document["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters]
+    if op.body is not None:
+        document["requestBody"] = {"required": True, "content": {"application/json": {"schema": _input_ref(op.body, components)}}}
+    return document
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict:
+    components: dict = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, components)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Virtual visits connector API", "version": __version__},
+        "servers": [{"url": "/api"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"entraId": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                            "description": "An Entra ID v2.0 access token for the admin API"}},
+        },
+    }
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(openapi_document())
+
+
+@bp.route(route="portal-config", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def portal_config(req: func.HttpRequest) -> func.HttpResponse:
+    settings = container().settings
+    host = settings.admin_authority_host
+    return json_response({
+        "region": settings.stamp_region,
+        "stamps": json.loads(settings.portal_stamps),
+        "msal": {
+            "clientId": settings.portal_client_id,
+            "authority": f"{host}/organizations",
+            "knownAuthorities": [host.split("://", 1)[1]],
+            "scopes": [settings.admin_api_scope] if settings.admin_api_scope else [],
+        },
+    }, headers={"Cache-Control": "no-store"})

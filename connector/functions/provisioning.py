@@ -1,0 +1,19 @@
+"""Queue worker: drive one phone-number provisioning through ACS's long-running operations.
+
+Transient failures raise, so the host retries the message and finally parks it in
+``<queue>-poison``; a definite "no" from ACS is recorded on the operation for the admin.
+"""
+
+import azure.functions as func
+
+from connector.composition import container
+from connector.services.sms_numbers import ProvisioningRequest, run_provisioning
+
+bp = func.Blueprint()
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%CONNECTOR_PROVISIONING_QUEUE%", connection="AzureWebJobsStorage")
+def provision_number_worker(msg: func.QueueMessage) -> None:
+    request = ProvisioningRequest.model_validate_json(msg.get_body())
+    deps = container()
+    run_provisioning(deps.phone_numbers, deps.acs_phone_numbers, request)
