@@ -16,6 +16,9 @@ from dev.sandbox.server import free_port
 
 DATA = Path(__file__).parent / "data"
 
+# The sandbox (issuer, Cerner, ACS on loopback) and admin settings, for any tier that needs them.
+pytest_plugins = ["tests.integration.admin_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def azurite() -> AzuriteEndpoints:

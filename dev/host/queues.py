@@ -13,7 +13,6 @@ import base64
 import binascii
 import concurrent.futures
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StoredMessage
 
 from dev.host.app_loader import LoadedFunction
+from dev.host.listener import ListenerThread
 from dev.host.worker import API_CALL_REASON, Worker
 
 logger = logging.getLogger("dev.host.queues")
@@ -56,8 +56,10 @@ def invoke_queue(worker: Worker, function: LoadedFunction, body: bytes) -> concu
     return worker.invoke(function, message, reason=API_CALL_REASON)
 
 
-class QueueListener:
+class QueueListener(ListenerThread):
     """Polls ``queue`` for ``function`` until stopped."""
+
+    kind = "queue"
 
     def __init__(
         self,
@@ -67,28 +69,15 @@ class QueueListener:
         worker: Worker,
         options: QueueListenerOptions,
     ) -> None:
+        super().__init__(function.name)
         self.function = function
         self.queue = queue
         self.poison = poison
         self._worker = worker
         self._options = options
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        logger.info("queue %s: listening on %r", self.function.name, self.queue.queue_name)
-        self._thread = threading.Thread(
-            target=self._run, name=f"dev.host.queue:{self.function.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.warning("queue %s still running after %.0f s", self.function.name, timeout)
-            self._thread = None
+    def _describe(self) -> str:
+        return f"listening on {self.queue.queue_name!r}"
 
     def _run(self) -> None:
         storage_ok = True

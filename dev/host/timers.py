@@ -5,12 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import threading
 from datetime import datetime, timedelta, timezone
 
 from azure.functions.timer import TimerRequest  # func.TimerRequest is abstract
 
 from dev.host.app_loader import LoadedFunction
+from dev.host.listener import ListenerThread
 from dev.host.ncrontab import NcrontabSchedule
 from dev.host.worker import Worker
 
@@ -50,9 +50,11 @@ def invoke_timer(
     return worker.invoke(function, request, reason=reason)
 
 
-class TimerListener:
+class TimerListener(ListenerThread):
     """Fires ``function`` on ``schedule`` until stopped. Invocations of one timer never overlap
     (the host runs timers as singletons); occurrences missed while it ran are skipped."""
+
+    kind = "timer"
 
     def __init__(
         self,
@@ -62,27 +64,14 @@ class TimerListener:
         *,
         run_on_startup: bool = False,
     ) -> None:
+        super().__init__(function.name)
         self.function = function
         self.schedule = schedule
         self._worker = worker
         self._run_on_startup = run_on_startup
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        logger.info("timer %s: schedule %r (UTC)", self.function.name, self.schedule.expression)
-        self._thread = threading.Thread(
-            target=self._run, name=f"dev.host.timer:{self.function.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.warning("timer %s still running after %.0f s", self.function.name, timeout)
-            self._thread = None
+    def _describe(self) -> str:
+        return f"schedule {self.schedule.expression!r} (UTC)"
 
     def _run(self) -> None:
         last: datetime | None = None

@@ -10,7 +10,7 @@ from connector.composition import container
 from connector.functions.admin import endpoints, tenant
 from connector.settings import get_settings
 from dev.sandbox import entra
-from tests.integration.admin_fixtures import admin_env, body_of, call, sandbox  # noqa: F401 (fixtures)
+from tests.integration.admin_fixtures import body_of, call
 
 pytestmark = pytest.mark.integration
 

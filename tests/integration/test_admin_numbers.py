@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import re
 
-import azure.functions as func
 import pytest
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
@@ -14,7 +13,7 @@ from azure.storage.queue import QueueClient
 from connector.functions import provisioning
 from connector.settings import get_settings
 from connector.functions.admin import endpoints, numbers, tenant
-from tests.integration.admin_fixtures import admin_env, body_of, call, sandbox  # noqa: F401 (fixtures)
+from tests.integration.admin_fixtures import body_of, call
 
 pytestmark = pytest.mark.integration
 
