@@ -1,0 +1,460 @@
+// One stamp: everything one geography runs on (DESIGN.md section 3). Deployed once per entry
+// of main.bicep's `stamps`, each into its own resource group in its own Azure region.
+//
+//   Function App (Linux, Python 3.11, Flex Consumption)
+//   storage account (tables + queues of the connector, blobs of the Functions host + deployment package)
+//   user-assigned managed identity with data-plane roles only (no keys anywhere)
+//   Key Vault (RBAC mode, purge protection) for the SMART backend-services signing key
+//   Azure Communication Services (SMS, phone numbers) with its data in this geography
+//   Log Analytics + Application Insights (Entra-only ingestion)
+//
+// Secrets never appear in app settings or outputs: storage, ACS, Key Vault and Application
+// Insights are all reached with the managed identity.
+
+targetScope = 'resourceGroup'
+
+@description('The geography this stamp serves: CONNECTOR_STAMP_REGION (lowercase letters, e.g. us, eu, apac).')
+@minLength(2)
+@maxLength(12)
+param region string
+
+@description('Azure region of the stamp\'s resources. It must offer the Flex Consumption plan.')
+param location string = resourceGroup().location
+
+@description('Where Azure Communication Services keeps its data at rest: the stamp\'s geography.')
+@allowed([
+  'United States'
+  'Europe'
+  'Asia Pacific'
+  'Australia'
+  'UK'
+  'Canada'
+  'Japan'
+  'Switzerland'
+  'Germany'
+  'France'
+  'Norway'
+  'Korea'
+  'India'
+  'Africa'
+  'Brazil'
+  'UAE'
+])
+param acsDataLocation string
+
+@description('Name of the Function App; main.bicep computes it so that every stamp knows every other stamp\'s URL.')
+@minLength(2)
+@maxLength(60)
+param functionAppName string
+
+@description('Short lowercase string that makes this stamp\'s global names unique (storage, Key Vault).')
+@minLength(6)
+param resourceToken string
+
+@description('Entra ID authority host of the admin sign-in (CONNECTOR_ADMIN_AUTHORITY_HOST), e.g. https://login.microsoftonline.com.')
+@minLength(8)
+param adminAuthorityHost string
+
+@description('Application (client) id of the admin API app registration (CONNECTOR_ADMIN_API_CLIENT_ID).')
+@minLength(36)
+@maxLength(36)
+param adminApiClientId string
+
+@description('Scope the portal asks for (CONNECTOR_ADMIN_API_SCOPE), e.g. api://<admin api client id>/Admin.ReadWrite.')
+@minLength(1)
+param adminApiScope string
+
+@description('App role that grants admin rights besides Global Administrator (CONNECTOR_ADMIN_APP_ROLE).')
+param adminAppRole string = 'Connector.Admin'
+
+@description('Application (client) id of the portal SPA app registration (CONNECTOR_PORTAL_CLIENT_ID).')
+@minLength(36)
+@maxLength(36)
+param portalClientId string
+
+@description('Every stamp the portal offers, as JSON (CONNECTOR_PORTAL_STAMPS): [{"region", "label", "api_base_url"}].')
+param portalStampsJson string
+
+@description('Origins of the admin portal allowed to call this stamp\'s API from a browser (CORS).')
+param portalOrigins array = []
+
+@description('Queue of the phone-number provisioning worker (CONNECTOR_PROVISIONING_QUEUE, and the trigger\'s %setting%).')
+param provisioningQueueName string = 'provision-number'
+
+@description('Redundancy of the stamp\'s storage account.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSku string = 'Standard_ZRS'
+
+@description('Flex Consumption: most instances the app scales out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Flex Consumption: memory of one instance (MB).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Tags for every resource; the stamp adds its region.')
+param tags object = {}
+
+// Built-in role definitions (ids are the same in every Azure tenant).
+var roleStorageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+var roleStorageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var roleStorageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var roleKeyVaultCryptoUser = '12338af0-0e69-4776-bea7-57ae8d297424'
+// ACS authorises Entra callers (SMS send, phone-number search and purchase) by control-plane
+// actions on the resource; this is the narrowest built-in role that carries them.
+var roleCommunicationServiceOwner = '09976791-48a7-449e-bb21-39d1a415f350'
+// Entra-authenticated telemetry ingestion (Application Insights has local auth disabled).
+var roleMonitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+// The connector's tables (connector/adapters/storage/repositories.py StampTables); the app does
+// not create them in Azure, so the stamp does. tests/unit/test_infra.py keeps the two lists equal.
+var tableNames = [
+  'tenants'
+  'endpoints'
+  'endpointurls'
+  'notifications'
+  'usageevents'
+  'phonenumbers'
+  'numberops'
+]
+
+var stampTags = union(tags, {
+  'connector-stamp-region': region
+})
+var storageAccountName = take('st${region}${resourceToken}', 24)
+var keyVaultName = take('kv-${region}-${resourceToken}', 24)
+var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${functionAppName}'
+  location: location
+  tags: stampTags
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: storageAccountName
+  location: location
+  tags: stampTags
+  kind: 'StorageV2'
+  sku: {
+    name: storageSku
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource provisioningQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: provisioningQueueName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
+
+resource storageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roleStorageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageTableDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource storageQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roleStorageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageQueueDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The Functions host keeps its locks, keys and timer state in blobs; Flex Consumption reads the
+// deployment package from the container above with the same identity.
+resource storageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roleStorageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageBlobDataOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: keyVaultName
+  location: location
+  tags: stampTags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enablePurgeProtection: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+// Sign (and verify) with the SMART backend-services key; the private key never leaves the vault.
+resource keyVaultCryptoUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, identity.id, roleKeyVaultCryptoUser)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleKeyVaultCryptoUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource communication 'Microsoft.Communication/communicationServices@2023-04-01' = {
+  name: 'acs-${functionAppName}'
+  location: 'global'
+  tags: stampTags
+  properties: {
+    dataLocation: acsDataLocation
+  }
+}
+
+resource communicationServiceOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(communication.id, identity.id, roleCommunicationServiceOwner)
+  scope: communication
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleCommunicationServiceOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${functionAppName}'
+  location: location
+  tags: stampTags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: 30
+  }
+}
+
+// Local (instrumentation-key) auth is off: the connection string below only names the ingestion
+// endpoint, and the identity must present an Entra token (Monitoring Metrics Publisher) to write.
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${functionAppName}'
+  location: location
+  tags: stampTags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    DisableLocalAuth: true
+  }
+}
+
+resource monitoringMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identity.id, roleMonitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleMonitoringMetricsPublisher)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Flex Consumption (FC1), not the classic Consumption plan: it is the serverless plan Azure keeps
+// developing for Linux (Linux Consumption gets no new features and is being retired), it runs with
+// no Azure Files content share and no storage key at all (the deployment package is read from a
+// blob container with the managed identity), scales per function to zero, and can add always-ready
+// instances or VNet integration later without a plan change. Python 3.11 is supported on it.
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: 'plan-${functionAppName}'
+  location: location
+  tags: stampTags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: functionAppName
+  location: location
+  tags: union(stampTags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertEnabled: false
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      cors: {
+        allowedOrigins: portalOrigins
+        supportCredentials: false
+      }
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+  dependsOn: [
+    deploymentContainer
+  ]
+}
+
+// No publishing with user names and passwords: azd and `az functionapp deploy` use Entra ID.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+// The app's settings, all of them (this resource replaces the whole set). Flex Consumption takes
+// the runtime from functionAppConfig, so FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION are
+// not set here. Written after the role assignments so the host starts with its data roles in place.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: {
+    // The host's storage (and the queue trigger's `AzureWebJobsStorage` connection) by identity.
+    AzureWebJobsStorage__accountName: storage.name
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identity.properties.clientId
+    // DefaultAzureCredential in the connector picks the user-assigned identity by this id.
+    AZURE_CLIENT_ID: identity.properties.clientId
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+    // connector/settings.py, one entry per setting that has no safe default in Azure.
+    CONNECTOR_STAMP_REGION: region
+    CONNECTOR_LOCAL_MODE: 'false'
+    CONNECTOR_PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
+    CONNECTOR_STORAGE_ACCOUNT_NAME: storage.name
+    CONNECTOR_ADMIN_AUTHORITY_HOST: adminAuthorityHost
+    CONNECTOR_ADMIN_API_CLIENT_ID: adminApiClientId
+    CONNECTOR_ADMIN_API_SCOPE: adminApiScope
+    CONNECTOR_ADMIN_APP_ROLE: adminAppRole
+    CONNECTOR_PORTAL_CLIENT_ID: portalClientId
+    CONNECTOR_PORTAL_STAMPS: portalStampsJson
+    CONNECTOR_ACS_ENDPOINT: 'https://${communication.properties.hostName}'
+    CONNECTOR_PROVISIONING_QUEUE: provisioningQueue.name
+  }
+  dependsOn: [
+    storageTableDataContributor
+    storageQueueDataContributor
+    storageBlobDataOwner
+    keyVaultCryptoUser
+    communicationServiceOwner
+    monitoringMetricsPublisher
+    tables
+  ]
+}
+
+output region string = region
+output functionAppName string = functionApp.name
+@description('The stamp\'s API base URL for the portal\'s stamps list (the portal appends /api/...).')
+output apiBaseUrl string = 'https://${functionApp.properties.defaultHostName}'
+output storageAccountName string = storage.name
+output keyVaultUri string = keyVault.properties.vaultUri
+output acsEndpoint string = 'https://${communication.properties.hostName}'
+output managedIdentityClientId string = identity.properties.clientId
+output managedIdentityPrincipalId string = identity.properties.principalId
