@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test deps chromium clean
+.PHONY: run test deps portal chromium clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -21,6 +21,13 @@ node_modules/.installed-stamp: package.json package-lock.json
 
 deps: $(STAMP) node_modules/.installed-stamp
 
+# The admin portal: portal/src/*.js (+ @azure/msal-browser) bundled by esbuild into portal/dist/ (git-ignored).
+portal/dist/.built: node_modules/.installed-stamp package-lock.json $(wildcard portal/src/*.js portal/src/*/*.js)
+	npm run --silent build:portal
+	@touch $@
+
+portal: portal/dist/.built
+
 # Debian's Chromium for the browser tier (never `playwright install`: it downloads and fails here).
 chromium:
 	@command -v chromium >/dev/null || { \
@@ -28,10 +35,10 @@ chromium:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "chromium is missing and cannot be installed here: browser tests will be skipped"; fi; }
 
-run: deps
+run: deps portal
 	$(PY) -m dev.stack
 
-test: deps chromium
+test: deps portal chromium
 	$(PY) -m pytest
 
 clean:

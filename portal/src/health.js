@@ -1,5 +1,6 @@
-// Shows the stamp's health (GET /api/health) on the landing page.
-(async function showStampHealth() {
+// The stamp-health indicator (GET /api/health of the stamp serving the page).
+
+export async function showStampHealth() {
   const status = document.getElementById("stamp-status");
   const mark = (id, ok) => {
     const el = document.getElementById(id);
@@ -14,10 +15,11 @@
     mark("check-tables", health.checks.tables);
     mark("check-queues", health.checks.queues);
     document.getElementById("stamp-facts").hidden = false;
-    status.textContent = health.status === "ok" ? "The stamp is healthy." : "The stamp is degraded: storage does not answer.";
-    status.className = health.status === "ok" ? "ok" : "bad";
-  } catch (err) {
+    const ok = health.status === "ok";
+    status.textContent = ok ? "The stamp is healthy." : "The stamp is degraded: storage does not answer.";
+    status.className = ok ? "ok" : "bad";
+  } catch {
     status.textContent = "The stamp's API does not answer.";
     status.className = "bad";
   }
-})();
+}
