@@ -47,6 +47,20 @@ def error_response(error: Exception) -> func.HttpResponse:
     return json_response({"error": "internal_error", "message": "unexpected error; see the host log"}, 500)
 
 
+# pydantic's wording where it would puzzle an admin (a regex, "Value error, ...").
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of this request",
+    "string_pattern_mismatch": "has characters or a form that is not allowed here",
+}
+
+
+def _readable(error: dict) -> str:
+    if error["type"] in _MESSAGES:
+        return _MESSAGES[error["type"]]
+    return error["msg"].removeprefix("Value error, ")
+
+
 def parse_body(req: func.HttpRequest, model: type[M]) -> M:
     """The request's JSON body as ``model``; every problem named by its field, no values echoed."""
     try:
@@ -59,7 +73,7 @@ def parse_body(req: func.HttpRequest, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [
-            Problem(".".join(str(part) for part in error["loc"]) or "body", error["msg"])
+            Problem(".".join(str(part) for part in error["loc"]) or "body", _readable(error))
             for error in exc.errors(include_input=False, include_url=False)
         ]
         raise InvalidInput("some fields are missing or invalid", problems=problems) from None

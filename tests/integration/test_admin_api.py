@@ -225,3 +225,15 @@ def test_tokens_and_bodies_never_reach_the_log(admin, admin_env, caplog):
     call(endpoints.list_endpoints, "GET", token=admin_env.token(expires_in=-600))
     assert admin not in caplog.text
     assert "Jane" not in caplog.text
+
+
+def test_field_problems_read_as_sentences_not_regexes(admin):
+    body = {"environment": "test", "tenant_id": entra.FABRIKAM_TID, "timezone": "Mars/Olympus",
+            "location_ids": ["a/b"]}
+    problems = {p["field"]: p["message"] for p in body_of(call(endpoints.add_endpoint, "POST", token=admin, body=body))["problems"]}
+    assert problems == {
+        "base_url": "is required",
+        "tenant_id": "is not a field of this request",
+        "timezone": "must be an IANA time zone such as America/Chicago",
+        "location_ids.0": "has characters or a form that is not allowed here",
+    }
