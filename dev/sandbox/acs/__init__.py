@@ -13,8 +13,8 @@ with ``AzureKeyCredential(key)``:
 - ``/_sandbox/...`` controls (see :mod:`.sandbox_api`) and the shared ``/_sandbox/faults``.
 
 Build it with :func:`create_app`; serve it with :class:`dev.sandbox.server.LoopbackServer`
-(plain http is fine: the SDKs' HMAC policy does not insist on https) or
-``python -m dev.sandbox.acs``.
+(plain http is fine: the SDKs' HMAC policy does not insist on https), or run the whole
+sandbox with ``python -m dev.stack --no-host``.
 """
 
 from .app import create_app

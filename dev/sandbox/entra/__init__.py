@@ -15,7 +15,7 @@ API's JWKS validator run against it unchanged:
 Build it with :func:`create_app`; mint tokens in-process with
 ``app.state.issuer.mint_access_token(...)``. Serve it over https (MSAL refuses http
 authorities) with :class:`dev.sandbox.server.LoopbackServer` and
-:func:`dev.sandbox.tls.ensure_local_tls`, or ``python -m dev.sandbox.entra``.
+:func:`dev.sandbox.tls.ensure_local_tls`, or with the whole sandbox: ``python -m dev.stack --no-host``.
 """
 
 from .app import create_app
