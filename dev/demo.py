@@ -36,6 +36,8 @@ def register_demo_clients(cerner_app: Starlette, entra_app: Starlette, *, host_u
         patient_client_id=PATIENT_CLIENT_ID,
         backend_client_id=BACKEND_CLIENT_ID,
         cerner_tenant_id=sim.urls.tenant_id,
+        authorize_url=sim.urls.authorize("provider"),
+        token_url=sim.urls.token,
     )
 
 

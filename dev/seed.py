@@ -21,6 +21,8 @@ class DemoTenant:
     patient_client_id: str
     backend_client_id: str
     cerner_tenant_id: str
+    authorize_url: str
+    token_url: str
 
 
 def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
@@ -35,6 +37,8 @@ def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
         base_url=demo.fhir_base_url,
         environment=Environment.test,
         cerner_tenant_id=demo.cerner_tenant_id,
+        authorize_url=demo.authorize_url,
+        token_url=demo.token_url,
         provider_client_id=demo.provider_client_id,
         patient_client_id=demo.patient_client_id,
         backend_client_id=demo.backend_client_id,

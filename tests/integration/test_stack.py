@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from azure.data.tables import TableClient
 
+from dev.azurite import AzuriteEndpoints
 from dev.sandbox.server import free_port
 
 pytestmark = pytest.mark.integration
@@ -80,6 +83,13 @@ def test_stack_comes_up_seeded_and_ctrl_c_leaves_nothing_behind(stack):
     fhir_base = next(line.split()[-1] for line in banner.splitlines() if "Cerner sandbox FHIR base" in line)
     metadata = httpx.get(f"{fhir_base}/metadata", timeout=10).json()
     assert metadata["resourceType"] == "CapabilityStatement" and metadata["fhirVersion"].startswith("4.0")
+
+    # the demo tenant is seeded: its endpoint is the Cerner sandbox, with what validation would find
+    azurite = AzuriteEndpoints(ports["azurite-blob"], ports["azurite-queue"], ports["azurite-table"])
+    seeded = list(TableClient.from_connection_string(azurite.connection_string, "endpoints").list_entities())
+    assert [e["base_url"] for e in seeded] == [fhir_base]
+    assert seeded[0]["token_url"].endswith("/protocols/oauth2/profiles/smart-v1/token")
+    assert json.loads(seeded[0]["location_ids"])
 
     assert processes_mentioning(str(data_dir)), "Azurite should be running with the stack's data dir"
     proc.send_signal(signal.SIGINT)
