@@ -6,10 +6,9 @@ is what makes each confirmation and reminder go out exactly once, even when two 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 
 class NotificationKind(str, Enum):
@@ -32,8 +31,8 @@ class NotificationClaim(BaseModel):
     appointment_id: str
     kind: NotificationKind
     # The appointment start the message is about: a reschedule is a new message.
-    appointment_start: datetime
+    appointment_start: AwareDatetime
     status: NotificationStatus = NotificationStatus.claimed
-    claimed_at: datetime
+    claimed_at: AwareDatetime
     acs_message_id: str | None = None
-    sent_at: datetime | None = None
+    sent_at: AwareDatetime | None = None

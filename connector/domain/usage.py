@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 
 class UsageKind(str, Enum):
@@ -21,7 +20,7 @@ class UsageKind(str, Enum):
 class UsageEvent(BaseModel):
     tenant_id: str
     event_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    at: datetime
+    at: AwareDatetime
     kind: UsageKind
     endpoint_id: str | None = None
     department: str | None = None

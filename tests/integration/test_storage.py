@@ -144,3 +144,42 @@ def test_emulator_key_is_refused_for_a_real_account(monkeypatch):
     monkeypatch.delenv("CONNECTOR_STORAGE_QUEUE_ENDPOINT", raising=False)
     with pytest.raises(ValueError, match="only for an emulator on loopback"):
         Settings()
+
+
+def test_the_same_instant_in_two_offsets_is_one_claim(stamp: Container):
+    from datetime import timezone as tz
+
+    chicago = tz(timedelta(hours=-6))
+    start = datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc)
+    as_utc = NotificationClaim(tenant_id=TID, endpoint_id="cardiology", appointment_id="4817572",
+                               kind=NotificationKind.reminder, appointment_start=start, claimed_at=NOW)
+    as_offset = as_utc.model_copy(update={"appointment_start": start.astimezone(chicago)})
+    assert stamp.notifications.claim_notification(as_utc)
+    assert not stamp.notifications.claim_notification(as_offset)
+
+
+def test_a_claim_left_by_a_crash_does_not_lock_the_url(stamp: Container):
+    from connector.adapters.storage.repositories import UrlClaim, url_hash
+
+    url = "https://fhir.example.org/r4/orphan"
+    # a claim whose endpoint was never written (the process died in between)
+    stamp.tables.endpoint_urls.insert(UrlClaim(url_hash=url_hash(url), base_url=url, tenant_id=TID, endpoint_id="gone"))
+    assert stamp.endpoints.find_by_base_url(url) is None
+    stamp.endpoints.add_endpoint(endpoint("cardiology", url))
+    assert stamp.endpoints.find_by_base_url(url).item.endpoint_id == "cardiology"
+
+
+def test_a_moved_endpoint_is_not_found_by_its_old_url(stamp: Container):
+    old, new = "https://fhir.example.org/r4/old", "https://fhir.example.org/r4/new"
+    stamp.endpoints.add_endpoint(endpoint("cardiology", old))
+    stored = stamp.endpoints.get_endpoint(TID, "cardiology")
+    moved = stored.item.model_copy(update={"base_url": new})
+    stamp.endpoints.save_endpoint(moved, stored.etag, previous_base_url=old)
+    assert stamp.endpoints.find_by_base_url(old) is None
+    assert stamp.endpoints.find_by_base_url(new).item.endpoint_id == "cardiology"
+    stamp.endpoints.add_endpoint(endpoint("oncology", old))  # the old URL is free again
+
+
+def test_naive_times_are_refused():
+    with pytest.raises(ValueError):
+        UsageEvent(tenant_id=TID, event_id="e", at=datetime(2026, 1, 1), kind=UsageKind.launch)

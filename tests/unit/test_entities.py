@@ -48,3 +48,13 @@ def test_large_integers_are_int64_and_come_back_as_ints():
     assert entity["small"] == 7
     read_back = dict(entity, big=EntityProperty(str(2**40), EdmType.INT64))  # how the SDK returns it
     assert from_entity(Counter, read_back) == Counter(name="n", big=2**40, small=7)
+
+
+def test_aware_datetimes_are_datetime_columns():
+    from connector.domain.notification import NotificationClaim, NotificationKind
+
+    claim = NotificationClaim(tenant_id=TID, endpoint_id="e", appointment_id="1", kind=NotificationKind.reminder,
+                              appointment_start=NOW, claimed_at=NOW)
+    entity = to_entity(claim, "p", "r")
+    assert entity["appointment_start"] == NOW and entity["kind"] == "reminder"
+    assert from_entity(NotificationClaim, entity) == claim

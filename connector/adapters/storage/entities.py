@@ -16,9 +16,10 @@ from functools import lru_cache
 from typing import Any
 
 from azure.data.tables import EdmType, EntityProperty
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
-_SCALARS = (str, int, float, bool, datetime)
+# pydantic's AwareDatetime is a marker class, not a datetime subclass: a datetime column all the same.
+_SCALARS = (str, int, float, bool, datetime, AwareDatetime)
 _INT32 = range(-(2**31), 2**31)
 _SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from collections.abc import Iterable
 
 from azure.data.tables import TableServiceClient
@@ -14,7 +15,7 @@ from connector.domain.notification import NotificationClaim
 from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.tenant import Tenant
 from connector.domain.usage import UsageEvent
-from connector.errors import Conflict, Problem
+from connector.errors import ConcurrencyConflict, Conflict, Problem
 from connector.settings import Settings
 
 TENANT_ROW = "tenant"
@@ -71,16 +72,33 @@ class TableEndpointRepository:
         return sorted(self._endpoints.partition(tenant_id), key=lambda v: v.item.endpoint_id)
 
     def _claim_url(self, endpoint: FhirEndpoint) -> str:
+        """Claim the endpoint's URL for it. A claim left behind by a crash (its endpoint gone,
+        or moved to another URL) is taken over, conditionally, so no URL is locked forever."""
         claim = UrlClaim(
             url_hash=url_hash(endpoint.base_url), base_url=endpoint.base_url,
             tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id,
         )
-        if not self._urls.try_insert(claim):
-            raise Conflict(
-                "this FHIR base URL is already registered in this stamp",
-                problems=[Problem("base_url", "is already registered")],
-            )
-        return claim.url_hash
+        if self._urls.try_insert(claim):
+            return claim.url_hash
+        existing = self._urls.get(self.URL_PARTITION, claim.url_hash)
+        if existing is None or not self._owns(existing.item):
+            try:
+                if existing is None:
+                    self._urls.insert(claim)
+                else:
+                    self._urls.replace(claim, existing.etag)
+                return claim.url_hash
+            except (Conflict, ConcurrencyConflict):
+                pass  # someone else won the race for it just now
+        raise Conflict(
+            "this FHIR base URL is already registered in this stamp",
+            problems=[Problem("base_url", "is already registered")],
+        )
+
+    def _owns(self, claim: UrlClaim) -> bool:
+        """Does the claim's endpoint still exist with the claimed URL?"""
+        owner = self._endpoints.get(claim.tenant_id, claim.endpoint_id)
+        return owner is not None and url_hash(owner.item.base_url) == claim.url_hash
 
     def add_endpoint(self, endpoint: FhirEndpoint) -> str:
         """Register a new endpoint; :class:`Conflict` if its URL or id is taken in this stamp."""
@@ -96,7 +114,10 @@ class TableEndpointRepository:
         claim = self._urls.get(self.URL_PARTITION, url_hash(base_url))
         if claim is None:
             return None
-        return self.get_endpoint(claim.item.tenant_id, claim.item.endpoint_id)
+        owner = self.get_endpoint(claim.item.tenant_id, claim.item.endpoint_id)
+        if owner is None or url_hash(owner.item.base_url) != claim.item.url_hash:
+            return None  # a stale claim: the endpoint is gone or moved
+        return owner
 
     def save_endpoint(self, endpoint: FhirEndpoint, etag: str, *, previous_base_url: str | None = None) -> str:
         """Replace the endpoint if unchanged since ``etag``; a new URL moves its claim with it
@@ -118,8 +139,13 @@ class TableEndpointRepository:
         self._urls.delete(self.URL_PARTITION, url_hash(endpoint.base_url))
 
 
+def _utc(moment: datetime) -> datetime:
+    """Keys name instants in UTC: Cerner sends the same instant as `Z` and as `-05:00`."""
+    return moment.astimezone(timezone.utc)
+
+
 def _notification_keys(claim: NotificationClaim) -> tuple[str, str]:
-    start = claim.appointment_start.strftime("%Y%m%dT%H%M%SZ")
+    start = _utc(claim.appointment_start).strftime("%Y%m%dT%H%M%SZ")
     return (f"{claim.tenant_id}_{claim.endpoint_id}", f"{claim.appointment_id}_{claim.kind.value}_{start}")
 
 
@@ -158,11 +184,11 @@ class TableUsageEventLog:
 
 
 def _usage_partition(event: UsageEvent) -> str:
-    return f"{event.tenant_id}_{event.at:%Y%m}"
+    return f"{event.tenant_id}_{_utc(event.at):%Y%m}"
 
 
 def _usage_keys(event: UsageEvent) -> tuple[str, str]:
-    return _usage_partition(event), f"{event.at:%Y%m%dT%H%M%S%f}_{event.event_id}"
+    return _usage_partition(event), f"{_utc(event.at):%Y%m%dT%H%M%S%f}_{event.event_id}"
 
 
 class TablePhoneNumberRepository:
