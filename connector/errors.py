@@ -7,7 +7,8 @@ PHI or a secret.
 
     ConnectorError                      500  (base; never raised directly)
     ├── InvalidInput                    400  the request is malformed
-    │   └── UnprocessableInput          422  well-formed, but breaks a rule
+    │   ├── UnprocessableInput          422  well-formed, but breaks a rule
+    │   └── PreconditionRequired        428  a change needs the If-Match it was read with
     ├── NotAuthenticated                401  no valid bearer token
     ├── NotAuthorized                   403  authenticated, not allowed
     ├── NotFound                        404  absent, or another tenant's
@@ -61,6 +62,11 @@ class InvalidInput(ConnectorError):
 class UnprocessableInput(InvalidInput):
     http_status = 422
     code = "unprocessable_input"
+
+
+class PreconditionRequired(InvalidInput):
+    http_status = 428
+    code = "precondition_required"
 
 
 class NotAuthenticated(ConnectorError):

@@ -13,7 +13,7 @@ from functools import lru_cache
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector import __version__
@@ -29,6 +29,14 @@ def is_loopback_url(url: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class PortalStamp(BaseModel):
+    """One stamp the portal offers the admin (DESIGN.md section 3)."""
+
+    region: str = Field(pattern=r"^[a-z]{2,12}$")
+    label: str = Field(min_length=1, max_length=60)
+    api_base_url: str = Field(pattern=r"^https?://[^\s/]+$")
 
 
 class Settings(BaseSettings):
@@ -63,7 +71,7 @@ class Settings(BaseSettings):
     # The portal's SPA app registration (public client id, not a secret).
     portal_client_id: str = Field(default="", pattern=r"^([0-9a-fA-F-]{36})?$")
     # Every stamp the portal offers, as JSON: [{"region": "us", "label": "...", "api_base_url": "..."}].
-    portal_stamps: str = "[]"
+    portal_stamps: list[PortalStamp] = Field(default_factory=list)
     # Azure Communication Services (SMS and phone numbers): managed identity in Azure; an
     # access key only for the local simulator on loopback.
     acs_endpoint: str = ""

@@ -108,6 +108,14 @@ class EndpointChange(BaseModel):
     def _tz(cls, value: str | None) -> str | None:
         return value if value is None else _valid_timezone(value)
 
+    @field_validator("base_url", "environment", "display_name", "location_ids", "timezone")
+    @classmethod
+    def _not_null(cls, value):
+        # Left out means "unchanged"; null would mean "erase", which these fields cannot be.
+        if value is None:
+            raise ValueError("cannot be null; leave the field out to keep it")
+        return value
+
     def given(self) -> dict:
         return self.model_dump(exclude_unset=True)
 

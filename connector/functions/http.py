@@ -65,6 +65,8 @@ def parse_body(req: func.HttpRequest, model: type[M]) -> M:
     """The request's JSON body as ``model``; every problem named by its field, no values echoed."""
     try:
         data = json.loads(req.get_body() or b"null")
+    except RecursionError:
+        raise InvalidInput("the body is nested too deeply", problems=[Problem("body", "is nested too deeply")]) from None
     except ValueError:
         raise InvalidInput("the body is not valid JSON", problems=[Problem("body", "must be a JSON object")]) from None
     if not isinstance(data, dict):

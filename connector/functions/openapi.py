@@ -6,7 +6,6 @@ so a schema cannot drift from the code; a test checks its paths against the regi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -162,7 +161,7 @@ def portal_config(req: func.HttpRequest) -> func.HttpResponse:
     host = settings.admin_authority_host
     return json_response({
         "region": settings.stamp_region,
-        "stamps": json.loads(settings.portal_stamps),
+        "stamps": [stamp.model_dump() for stamp in settings.portal_stamps],
         "msal": {
             "clientId": settings.portal_client_id,
             "authority": f"{host}/organizations",

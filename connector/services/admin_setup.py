@@ -13,19 +13,16 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from connector.domain.endpoint import EndpointChange, EndpointDraft, Environment, FhirEndpoint
 from connector.domain.integration import IntegrationRecord, integration_record
 from connector.domain.tenant import Consent, Tenant
 from connector.domain.validation import ValidationReport
-from connector.errors import NotFound, Problem, UnprocessableInput
+from connector.errors import InvalidInput, NotFound, PreconditionRequired, Problem, UnprocessableInput
 
 ENDPOINT_ID = re.compile(FhirEndpoint.model_fields["endpoint_id"].metadata[0].pattern)
 Validate = Callable[[str, Environment], ValidationReport]
-
-
-class Versioned(Protocol):
-    item: object
-    etag: str
 
 
 class TenantRepository(Protocol):
@@ -145,11 +142,16 @@ def change_endpoint(
     change: EndpointChange, if_match: str | None,
 ):
     """Apply a partial change, optimistically: a stale ``if_match`` is a 409, not a lost update."""
-    stored = get_endpoint(endpoints, tenant_id, endpoint_id)
-    etag = if_match or stored.etag
+    stored = get_endpoint(endpoints, tenant_id, endpoint_id)  # another tenant's: 404 before anything
+    etag = _required_etag(if_match)
     current: FhirEndpoint = stored.item
-    updated = current.model_copy(update=change.given())
-    updated = FhirEndpoint.model_validate(updated.model_dump())  # re-run field rules
+    try:  # re-run the stored model's own rules on the merged result
+        updated = FhirEndpoint.model_validate({**current.model_dump(), **change.given()})
+    except ValidationError as exc:
+        raise UnprocessableInput(
+            "the change would leave the endpoint invalid",
+            problems=[Problem(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors(include_input=False)],
+        ) from None
     if change.needs_validation:
         report = _validated(validate, updated.base_url, updated.environment)
         updated = updated.model_copy(update=_discovered(report))
@@ -159,7 +161,22 @@ def change_endpoint(
 
 def remove_endpoint(endpoints: EndpointRepository, tenant_id: str, endpoint_id: str, if_match: str | None) -> None:
     stored = get_endpoint(endpoints, tenant_id, endpoint_id)
-    endpoints.remove_endpoint(stored.item, if_match or stored.etag)
+    endpoints.remove_endpoint(stored.item, _required_etag(if_match))
+
+
+# Table Storage ETags, as this API hands them out in ETag headers and views.
+_ETAG = re.compile(r'^W/"[A-Za-z0-9%:._\'-]{1,120}"$')
+
+
+def _required_etag(if_match: str | None) -> str:
+    """Changes and removals must say which version they saw: no silent lost updates."""
+    if not if_match:
+        raise PreconditionRequired(
+            "send the endpoint's ETag in If-Match", problems=[Problem("If-Match", "is required")])
+    if not _ETAG.fullmatch(if_match):
+        raise InvalidInput("If-Match is not an ETag this API gave out",
+                           problems=[Problem("If-Match", "is not an ETag this API gave out")])
+    return if_match
 
 
 def endpoint_integration_record(

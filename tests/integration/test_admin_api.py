@@ -169,12 +169,14 @@ def test_change_is_optimistic_and_remove_frees_the_url(admin, admin_env):
                  headers={"If-Match": created["etag"]}, body={"display_name": "Lost update"})
     assert stale.status_code == 409 and body_of(stale)["error"] == "concurrency_conflict"
 
+    current = body_of(changed)["etag"]
     to_prod = call(endpoints.change_endpoint, "PATCH", token=admin, route_params=route,
-                   body={"environment": "production"})
+                   headers={"If-Match": current}, body={"environment": "production"})
     assert to_prod.status_code == 422  # a changed environment is validated again
     assert body_of(call(endpoints.get_endpoint, "GET", token=admin, route_params=route))["environment"] == "test"
 
-    assert call(endpoints.remove_endpoint, "DELETE", token=admin, route_params=route).status_code == 204
+    removed = call(endpoints.remove_endpoint, "DELETE", token=admin, route_params=route, headers={"If-Match": current})
+    assert removed.status_code == 204
     assert call(endpoints.get_endpoint, "GET", token=admin, route_params=route).status_code == 404
     assert add(admin, admin_env.fhir_base).status_code == 201
 
@@ -237,3 +239,29 @@ def test_field_problems_read_as_sentences_not_regexes(admin):
         "timezone": "must be an IANA time zone such as America/Chicago",
         "location_ids.0": "has characters or a form that is not allowed here",
     }
+
+
+def test_changes_need_a_well_formed_if_match(admin, admin_env):
+    created = body_of(add(admin, admin_env.fhir_base))
+    route = {"endpoint_id": created["endpoint_id"]}
+    for builder, method, body in ((endpoints.change_endpoint, "PATCH", {"display_name": "x"}),
+                                  (endpoints.remove_endpoint, "DELETE", None)):
+        missing = call(builder, method, token=admin, route_params=route, body=body)
+        assert missing.status_code == 428 and body_of(missing)["problems"][0]["field"] == "If-Match"
+        garbage = call(builder, method, token=admin, route_params=route, body=body, headers={"If-Match": "garbage"})
+        assert garbage.status_code == 400
+    assert body_of(call(endpoints.get_endpoint, "GET", token=admin, route_params=route))["display_name"] == "Cardiology"
+
+
+@pytest.mark.parametrize("field", ["base_url", "environment", "timezone", "display_name", "location_ids"])
+def test_null_for_a_required_field_is_400_not_500(admin, admin_env, field):
+    created = body_of(add(admin, admin_env.fhir_base))
+    resp = call(endpoints.change_endpoint, "PATCH", token=admin, route_params={"endpoint_id": created["endpoint_id"]},
+                headers={"If-Match": created["etag"]}, body={field: None})
+    assert resp.status_code == 400
+    assert body_of(resp)["problems"] == [{"field": field, "message": "cannot be null; leave the field out to keep it"}]
+
+
+def test_a_deeply_nested_body_is_400(admin):
+    resp = call(endpoints.add_endpoint, "POST", token=admin, body=b"[" * 100_000 + b"]" * 100_000)
+    assert resp.status_code == 400 and body_of(resp)["problems"][0]["message"] == "is nested too deeply"

@@ -48,3 +48,12 @@ def test_bad_region_is_refused(monkeypatch, region):
     monkeypatch.setenv("CONNECTOR_STORAGE_ACCOUNT_NAME", "stampeu01")
     with pytest.raises(ValidationError, match="stamp_region"):
         Settings()
+
+
+@pytest.mark.parametrize("stamps", ['not json', '[{"region": "us"}]', '[{"region": "us", "label": "US", "api_base_url": "ftp://x"}]'])
+def test_portal_stamps_are_checked_once_at_start(monkeypatch, stamps):
+    monkeypatch.setenv("CONNECTOR_STAMP_REGION", "us")
+    monkeypatch.setenv("CONNECTOR_STORAGE_ACCOUNT_NAME", "stampus01")
+    monkeypatch.setenv("CONNECTOR_PORTAL_STAMPS", stamps)
+    with pytest.raises((ValidationError, ValueError), match="portal_stamps"):
+        Settings()
