@@ -36,6 +36,7 @@ class Operation:
     responses: dict[int, type[BaseModel] | None]
     body: type[BaseModel] | None = None
     admin: bool = True
+    if_match: bool = False  # needs the ETag it read (428 without it)
 
 
 OPERATIONS: list[Operation] = [
@@ -57,9 +58,9 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/admin/endpoints/{endpoint_id}", "get_endpoint", "One FHIR endpoint", {200: EndpointView, 404: None}),
     Operation("patch", "/admin/endpoints/{endpoint_id}", "change_endpoint",
               "Change an endpoint (If-Match: its ETag); a new URL is validated again",
-              {200: EndpointView, 404: None, 409: None, 422: None}, EndpointChange),
-    Operation("delete", "/admin/endpoints/{endpoint_id}", "remove_endpoint", "Remove an endpoint",
-              {204: None, 404: None, 409: None}),
+              {200: EndpointView, 404: None, 409: None, 422: None, 428: None}, EndpointChange, if_match=True),
+    Operation("delete", "/admin/endpoints/{endpoint_id}", "remove_endpoint", "Remove an endpoint (If-Match: its ETag)",
+              {204: None, 404: None, 409: None, 428: None}, if_match=True),
     Operation("get", "/admin/endpoints/{endpoint_id}/integration-record", "get_integration_record",
               "Everything Cerner's code console needs (?download=true for an attachment)",
               {200: IntegrationRecord, 404: None}),
@@ -121,9 +122,14 @@ def _operation(op: Operation, components: dict) -> dict:
             responses.setdefault(str(status), {"description": text, "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
     parameters = [name for name in ("endpoint_id", "operation_id") if f"{{{name}}}" in op.path]
-    if parameters:
-        document["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters]
+    document["parameters"] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters]
+    if op.if_match:
+        document["parameters"].append({"name": "If-Match", "in": "header", "required": True,
+                                       "description": "The ETag the endpoint was read with",
+                                       "schema": {"type": "string"}})
+    if not document["parameters"]:
+        del document["parameters"]
     if op.body is not None:
         document["requestBody"] = {"required": True, "content": {"application/json": {"schema": _input_ref(op.body, components)}}}
     return document
