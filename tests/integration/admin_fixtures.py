@@ -53,6 +53,7 @@ def admin_env(storage_env, sandbox, monkeypatch):
     env = {
         "CONNECTOR_ADMIN_AUTHORITY_HOST": sandbox.entra_url,
         "CONNECTOR_ADMIN_API_CLIENT_ID": entra.API_CLIENT_ID,
+        "CONNECTOR_ADMIN_API_SCOPE": f"{entra.API_APP_ID_URI}/{entra.API_SCOPE}",
         "CONNECTOR_OUTBOUND_CA_FILE": str(sandbox.ca_file),
         "CONNECTOR_PUBLIC_BASE_URL": "http://127.0.0.1:7071",
         "CONNECTOR_ACS_ENDPOINT": sandbox.acs_url,

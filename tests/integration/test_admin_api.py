@@ -48,6 +48,11 @@ def test_bad_tokens_are_401(admin_env, kwargs):
     assert body_of(resp)["error"] == "not_authenticated"
 
 
+def test_a_token_without_the_api_scope_is_403(admin_env):
+    resp = call(endpoints.list_endpoints, "GET", token=admin_env.token(scopes=("User.Read",)))
+    assert resp.status_code == 403 and "Admin.ReadWrite" in body_of(resp)["message"]
+
+
 def test_a_non_admin_is_403(admin_env):
     resp = call(endpoints.list_endpoints, "GET", token=admin_env.token(user="user"))
     assert resp.status_code == 403 and body_of(resp)["error"] == "not_authorized"

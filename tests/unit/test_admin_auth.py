@@ -1,8 +1,9 @@
 """Admin bearer tokens: the Entra validator and the admin use case, against the sandbox issuer.
 
 Tokens are minted in-process by the sandbox's ``TokenIssuer``; the validator fetches the
-sandbox's JWKS through ``starlette.testclient.TestClient`` (an httpx.Client over the ASGI
-app), wrapped so tests can count JWKS requests. A fake clock drives TTLs and intervals.
+sandbox's common JWKS (``/common/discovery/v2.0/keys``, as from real Entra) through
+``starlette.testclient.TestClient`` (an httpx.Client over the ASGI app), wrapped so tests
+can count JWKS requests. A fake clock drives TTLs and intervals.
 Transport failures the sandbox cannot produce are faked with ``httpx.MockTransport``.
 """
 
@@ -32,7 +33,9 @@ from connector.services.admin_auth import AdminPrincipal, authenticate_admin
 from connector.settings import Settings
 from dev.sandbox.entra import (
     API_ADMIN_ROLE,
+    API_APP_ID_URI,
     API_CLIENT_ID,
+    API_SCOPE,
     CONTOSO_TID,
     FABRIKAM_TID,
     GLOBAL_ADMINISTRATOR,
@@ -49,6 +52,8 @@ RILEY = "c88713b1-cca6-4110-99a0-b172e7abd757"  # Contoso, holds the Connector.A
 SAMIRA = "11ba8957-9d0d-41ad-9b06-7b107e36e376"  # Fabrikam, Global Administrator
 REFETCH_INTERVAL = 300
 TTL = 86400
+COMMON_KEYS = "/common/discovery/v2.0/keys"
+ADMIN_API_SCOPE = f"{API_APP_ID_URI}/{API_SCOPE}"  # as configured: api://connector-local/Admin.ReadWrite
 
 
 class Clock:
@@ -75,8 +80,12 @@ class CountingApp:
         await self.app(scope, receive, send)
 
     @property
+    def key_paths(self) -> list[str]:
+        return [path for path in self.paths if path.endswith("/discovery/v2.0/keys")]
+
+    @property
     def jwks_fetches(self) -> int:
-        return sum(path.endswith("/discovery/v2.0/keys") for path in self.paths)
+        return len(self.key_paths)
 
 
 @pytest.fixture
@@ -211,6 +220,95 @@ def test_tenant_and_user_come_from_the_validated_claims_only():
     assert principal == AdminPrincipal(tenant_id=FABRIKAM_TID, oid=SAMIRA, is_global_admin=True, roles=("x",))
 
 
+# --- the admin API's scope ------------------------------------------------------------------
+
+
+def scoped(token: str, validator, scope: str = ADMIN_API_SCOPE) -> AdminPrincipal:
+    return authenticate_admin(f"Bearer {token}", validator, admin_role=API_ADMIN_ROLE, required_scope=scope)
+
+
+def app_only(issuer: TokenIssuer, roles=(API_ADMIN_ROLE,)) -> str:
+    """A client-credentials token as Entra issues it: app roles in ``roles``, no ``scp``, no ``wids``."""
+    return issuer.mint_access_token(
+        CONTOSO_TID, "app-admin", roles=roles, claims={"scp": None, "wids": None, "idtyp": "app"}
+    )
+
+
+def test_the_sandbox_issues_the_scope_name_in_scp(issuer):
+    # What the configured scope is compared with: the name only, as Entra writes scp.
+    assert unverified(issuer.mint_access_token(CONTOSO_TID))["scp"] == API_SCOPE == "Admin.ReadWrite"
+
+
+@pytest.mark.parametrize("scp", ["Admin.ReadWrite", "User.Read Admin.ReadWrite", "Admin.ReadWrite openid"])
+def test_token_with_the_configured_scope_is_admin(issuer, validator, scp):
+    principal = scoped(issuer.mint_access_token(CONTOSO_TID, claims={"scp": scp}), validator)
+    assert principal == AdminPrincipal(tenant_id=CONTOSO_TID, oid=AVERY, is_global_admin=True, roles=())
+
+
+@pytest.mark.parametrize(
+    "scp",
+    [
+        "",  # consented to nothing of this API
+        "User.Read",  # a token for another scope
+        "admin.readwrite",  # scope names are case-sensitive
+        "Admin.Read",  # a prefix of the name is not the name
+        "Admin.ReadWriteAll",  # nor is a longer one
+        f"{API_APP_ID_URI}/{API_SCOPE}",  # Entra never writes the resource into scp
+        ["Admin.ReadWrite"],  # not a space-separated string
+        None,  # a delegated token for a Global Administrator without scp
+    ],
+)
+def test_token_without_the_configured_scope_is_403(issuer, validator, scp):
+    token = issuer.mint_access_token(CONTOSO_TID, claims={"scp": scp})
+    assert admin(token, validator).oid == AVERY  # an admin without a scope requirement...
+    with pytest.raises(NotAuthorized) as caught:  # ...but not with one
+        scoped(token, validator)
+    assert caught.value.http_status == 403
+    assert caught.value.message == "the token was not issued for this API's Admin.ReadWrite scope"
+
+
+def test_the_app_role_does_not_stand_in_for_a_delegated_tokens_scope(issuer, validator):
+    token = issuer.mint_access_token(CONTOSO_TID, "app-admin", scopes=["User.Read"])
+    assert unverified(token)["roles"] == [API_ADMIN_ROLE]
+    with pytest.raises(NotAuthorized) as caught:
+        scoped(token, validator)
+    assert caught.value.message == "the token was not issued for this API's Admin.ReadWrite scope"
+
+
+def test_app_only_token_with_the_admin_role_needs_no_scope(issuer, validator):
+    token = app_only(issuer)
+    assert "scp" not in unverified(token)
+    principal = scoped(token, validator)
+    assert principal == AdminPrincipal(
+        tenant_id=CONTOSO_TID, oid=RILEY, is_global_admin=False, roles=(API_ADMIN_ROLE,)
+    )
+
+
+def test_app_only_token_without_the_admin_role_is_403(issuer, validator):
+    with pytest.raises(NotAuthorized) as caught:
+        scoped(app_only(issuer, roles=("Visits.Read",)), validator)
+    assert caught.value.message == "this needs a Global Administrator or the Connector.Admin app role"
+
+
+@pytest.mark.parametrize("scope", ["Admin.ReadWrite", f"api://{API_CLIENT_ID}/Admin.ReadWrite"])
+def test_the_scope_name_is_the_part_after_the_last_slash(issuer, validator, scope):
+    assert scoped(issuer.mint_access_token(CONTOSO_TID), validator, scope=scope).oid == AVERY
+    with pytest.raises(NotAuthorized, match="Admin.ReadWrite scope$"):
+        scoped(issuer.mint_access_token(CONTOSO_TID, scopes=["Other.Scope"]), validator, scope=scope)
+
+
+@pytest.mark.parametrize("scope", ["api://connector-local/", "api://connector-local/Admin ReadWrite"])
+def test_a_configured_scope_without_a_name_is_a_configuration_error(issuer, validator, scope):
+    with pytest.raises(ConfigurationError, match="CONNECTOR_ADMIN_API_SCOPE"):
+        scoped(issuer.mint_access_token(CONTOSO_TID), validator, scope=scope)
+
+
+@pytest.mark.parametrize("scope", [None, ""])
+def test_without_a_configured_scope_scp_is_not_checked(issuer, validator, scope):
+    token = issuer.mint_access_token(CONTOSO_TID, scopes=["Other.Scope"])
+    assert scoped(token, validator, scope=scope).oid == AVERY
+
+
 # --- the Authorization header --------------------------------------------------------------
 
 
@@ -341,10 +439,29 @@ def test_oid_must_be_a_guid(issuer, validator):
         validator.validate(issuer.mint_access_token(CONTOSO_TID, claims={"oid": "avery"}))
 
 
-def test_a_tenant_the_issuer_does_not_know_is_401(issuer, validator, wire):
-    with pytest.raises(NotAuthenticated, match="^the token's tenant is not known to the identity provider$"):
-        validator.validate(for_tenant(issuer, str(uuid.uuid4())))
-    assert wire.jwks_fetches == 1
+@pytest.mark.parametrize(
+    "tid, iss_tid",
+    [(CONTOSO_TID, FABRIKAM_TID), (FABRIKAM_TID, CONTOSO_TID), (str(uuid.uuid4()), CONTOSO_TID)],
+)
+def test_iss_naming_another_tenant_than_tid_is_401(issuer, validator, wire, tid, iss_tid):
+    validator.validate(issuer.mint_access_token(CONTOSO_TID))  # keys cached
+    # Correctly signed with a published key: only the issuer/tid pairing is wrong.
+    token = issuer.mint_access_token(CONTOSO_TID, claims={"tid": tid, "iss": issuer.issuer(iss_tid)})
+    with pytest.raises(NotAuthenticated) as caught:
+        validator.validate(token)
+    assert caught.value.http_status == 401
+    assert caught.value.message == "the token's issuer is not its tenant's Entra ID v2.0 issuer"
+    assert wire.paths == [COMMON_KEYS]  # and deciding it fetched nothing more
+
+
+def test_any_tenants_token_verifies_against_the_one_common_key_set(issuer, validator, wire):
+    # Entra signs every tenant's tokens with the keys at /common: the signature (with iss
+    # matching tid) is what vouches for the tenant, and no tenant has its own key URL.
+    other = str(uuid.uuid4())
+    assert validator.validate(issuer.mint_access_token(CONTOSO_TID))["tid"] == CONTOSO_TID
+    assert validator.validate(issuer.mint_access_token(FABRIKAM_TID))["tid"] == FABRIKAM_TID
+    assert validator.validate(for_tenant(issuer, other))["tid"] == other
+    assert wire.paths == [COMMON_KEYS]
 
 
 # --- signatures and algorithms --------------------------------------------------------------
@@ -400,17 +517,14 @@ def test_token_without_kid_is_refused(issuer, validator):
         validator.validate(token)
 
 
-# --- keys: caching, rotation, budgets --------------------------------------------------------
+# --- keys: one common key set, caching, rotation, bounded refetches ------------------------
 
 
-def test_keys_are_fetched_once_per_tenant_and_cached(issuer, validator, wire):
+def test_keys_are_fetched_once_for_all_tenants_and_cached(issuer, validator, wire):
     for _ in range(5):
         validator.validate(issuer.mint_access_token(CONTOSO_TID))
     validator.validate(issuer.mint_access_token(FABRIKAM_TID))
-    assert wire.paths == [
-        f"/{CONTOSO_TID}/discovery/v2.0/keys",
-        f"/{FABRIKAM_TID}/discovery/v2.0/keys",
-    ]
+    assert wire.paths == [COMMON_KEYS]
 
 
 def test_keys_are_refetched_after_the_ttl(issuer, validator, wire, clock):
@@ -420,7 +534,7 @@ def test_keys_are_refetched_after_the_ttl(issuer, validator, wire, clock):
     assert wire.jwks_fetches == 1
     clock.advance(1)
     validator.validate(on_clock(issuer, clock))
-    assert wire.jwks_fetches == 2
+    assert wire.paths == [COMMON_KEYS, COMMON_KEYS]
 
 
 def test_rotation_to_the_announced_key_needs_no_fetch(issuer, validator, wire):
@@ -428,6 +542,7 @@ def test_rotation_to_the_announced_key_needs_no_fetch(issuer, validator, wire):
     issuer.keys.rotate()  # the JWKS already published the next key
     assert validator.validate(issuer.mint_access_token(CONTOSO_TID))["oid"] == AVERY
     assert validator.validate(issuer.mint_access_token(CONTOSO_TID, signed_by="previous"))["oid"] == AVERY
+    assert validator.validate(issuer.mint_access_token(FABRIKAM_TID))["oid"] == SAMIRA
     assert wire.jwks_fetches == 1
 
 
@@ -444,50 +559,83 @@ def test_rotation_to_a_key_not_yet_seen_validates_after_one_refetch(issuer, vali
 
     clock.advance(REFETCH_INTERVAL)
     assert validator.validate(token)["tid"] == CONTOSO_TID
-    assert wire.jwks_fetches == 2
+    # The refetched set serves every tenant: Fabrikam's token with the new key costs nothing.
+    assert validator.validate(issuer.mint_access_token(FABRIKAM_TID))["tid"] == FABRIKAM_TID
+    assert wire.key_paths == [COMMON_KEYS, COMMON_KEYS]
 
 
-def test_a_storm_of_forged_kids_refetches_at_most_once_per_interval(issuer, validator, wire, clock):
+def test_the_refetch_interval_is_global_not_per_tenant(issuer, validator, wire, clock):
     validator.validate(issuer.mint_access_token(CONTOSO_TID))
-    claims = unverified(issuer.mint_access_token(CONTOSO_TID))
-
-    def forged_kid_token() -> str:
-        headers = {"kid": secrets.token_urlsafe(16)}
-        return jwt.encode(claims, issuer.keys.foreign.private_key, algorithm="RS256", headers=headers)
-
-    expected_fetches = 1
-    for step in range(3):
-        clock.advance(REFETCH_INTERVAL)
-        for _ in range(40):
-            with pytest.raises(NotAuthenticated, match="does not publish"):
-                validator.validate(forged_kid_token())
-            clock.advance(1)  # 40 s of storm: still inside one interval
-        expected_fetches += 1
-        assert wire.jwks_fetches == expected_fetches, f"step {step}"
+    clock.advance(REFETCH_INTERVAL)
+    for tid in (CONTOSO_TID, FABRIKAM_TID, str(uuid.uuid4()), str(uuid.uuid4())):
+        claims = unverified(issuer.mint_access_token(CONTOSO_TID)) | {"tid": tid, "iss": issuer.issuer(tid)}
+        headers = {"kid": secrets.token_urlsafe(16)}  # a new unknown kid every time
+        forged = jwt.encode(claims, issuer.keys.foreign.private_key, algorithm="RS256", headers=headers)
+        with pytest.raises(NotAuthenticated) as caught:
+            validator.validate(forged)
+        assert caught.value.message == "the token is signed with a key the identity provider does not publish"
+    assert wire.paths == [COMMON_KEYS, COMMON_KEYS]  # the first unknown kid refetched; no other did
 
 
-def test_a_storm_of_unknown_tenants_spends_a_bounded_fetch_budget(issuer, validator, wire, clock):
-    bogus = [str(uuid.uuid4()) for _ in range(50)]
-    outcomes = []
-    for tid in bogus:
+def storm_token(issuer: TokenIssuer, n: int) -> tuple[str, str]:
+    """An attacker's token for a random tenant (its iss matching) and a random kid: unsigned
+    (``alg: none``) or RS256 with a key nobody publishes. Returns it with the expected refusal."""
+    tid = str(uuid.uuid4())
+    claims = unverified(issuer.mint_access_token(CONTOSO_TID)) | {"tid": tid, "iss": issuer.issuer(tid)}
+    kid = secrets.token_urlsafe(16)
+    if n % 4 == 0:
+        token = hand_made({"alg": "none", "typ": "JWT", "kid": kid}, claims, lambda _: b"")
+        return token, "the token must be signed with RS256"
+    token = jwt.encode(claims, issuer.keys.foreign.private_key, algorithm="RS256", headers={"kid": kid})
+    return token, "the token is signed with a key the identity provider does not publish"
+
+
+def test_a_storm_of_forged_tokens_for_random_tenants_cannot_deny_real_admins(issuer, validator, wire, clock):
+    assert validator.validate(on_clock(issuer, clock))["tid"] == CONTOSO_TID
+    fetched_at = [clock.now]
+    refusals = []
+    for n in range(200):  # 200 tokens, one every 5 s: 1000 s of storm
+        clock.advance(5)
+        token, expected = storm_token(issuer, n)
+        before = wire.jwks_fetches
+        with pytest.raises(NotAuthenticated) as caught:
+            authenticate_admin(f"Bearer {token}", validator, admin_role=API_ADMIN_ROLE)
+        refusals.append(caught.value.message == expected and caught.value.http_status == 401)
+        if wire.jwks_fetches > before:
+            fetched_at.append(clock.now)
+        if n % 10 == 9:  # real admins, including a tenant whose first sign-in is mid-storm
+            for tid, oid in ((CONTOSO_TID, AVERY), (FABRIKAM_TID, SAMIRA)):
+                now = int(clock.now)
+                token = issuer.mint_access_token(tid, claims={"iat": now, "nbf": now, "exp": now + 3600})
+                assert admin(token, validator) == AdminPrincipal(
+                    tenant_id=tid, oid=oid, is_global_admin=True, roles=()
+                ), f"token {n}"
+    assert refusals == [True] * 200
+    # One fetch to start, then at most one per refetch interval, all of the one common key set.
+    assert set(wire.paths) == {COMMON_KEYS}
+    assert len(fetched_at) == 4  # t = 0, then the first forged kid at or after 300, 600, 900
+    assert [b - a >= REFETCH_INTERVAL for a, b in zip(fetched_at, fetched_at[1:])] == [True] * 3
+
+
+def test_a_concurrent_storm_of_forged_kids_causes_one_fetch(issuer, validator, wire, clock):
+    validator.validate(issuer.mint_access_token(CONTOSO_TID))
+    clock.advance(REFETCH_INTERVAL)  # the next unknown kid may refetch: exactly one of them does
+    tokens = [storm_token(issuer, n) for n in range(200)]
+    real = issuer.mint_access_token(FABRIKAM_TID)
+
+    def attempt(item: tuple[str, str]) -> str:
         try:
-            validator.validate(for_tenant(issuer, tid))
-        except (NotAuthenticated, UpstreamUnavailable) as exc:
-            outcomes.append(type(exc))
-    assert wire.jwks_fetches == 20  # the new-tenant burst
-    assert outcomes == [NotAuthenticated] * 20 + [UpstreamUnavailable] * 30
+            validator.validate(item[0])
+        except NotAuthenticated as exc:
+            return "ok" if exc.message == item[1] else exc.message
+        return "accepted!"
 
-    # An unknown tenant is remembered: asking again costs nothing.
-    with pytest.raises(NotAuthenticated, match="not known"):
-        validator.validate(for_tenant(issuer, bogus[0]))
-    assert wire.jwks_fetches == 20
-
-    # A real new tenant waits for the bucket to refill; known tenants never wait.
-    with pytest.raises(UpstreamUnavailable) as caught:
-        validator.validate(issuer.mint_access_token(CONTOSO_TID))
-    assert caught.value.http_status == 503 and caught.value.retry_after == 3
-    clock.advance(3)
-    assert validator.validate(issuer.mint_access_token(CONTOSO_TID))["tid"] == CONTOSO_TID
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = list(pool.map(attempt, tokens))
+        valid = list(pool.map(validator.validate, [real] * 32))
+    assert outcomes == ["ok"] * 200
+    assert [c["oid"] for c in valid] == [SAMIRA] * 32
+    assert wire.paths == [COMMON_KEYS, COMMON_KEYS]
 
 
 def test_concurrent_requests_on_a_cold_cache_fetch_once(issuer):
@@ -505,15 +653,51 @@ def test_concurrent_requests_on_a_cold_cache_fetch_once(issuer):
     with ThreadPoolExecutor(max_workers=16) as pool:
         claims = list(pool.map(validator.validate, tokens))
     assert [c["oid"] for c in claims] == [AVERY] * 16
-    assert fetches == [f"/{CONTOSO_TID}/discovery/v2.0/keys"]
+    assert fetches == [COMMON_KEYS]
 
 
-def test_key_published_for_another_issuer_is_refused(issuer):
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://elsewhere.example/{tenantid}/v2.0",  # another authority's keys
+        f"{PUBLIC_URL}/{{tenantid}}/v2.0/",  # not exactly the issuer
+        f"{PUBLIC_URL}/{FABRIKAM_TID}/v2.0",  # a key for one other tenant only
+        "https://sts.windows.net/{tenantid}/",  # v1.0 keys
+    ],
+)
+def test_key_published_for_another_issuer_is_refused(issuer, template):
+    paths = []
+
     def jwks(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=issuer.keys.jwks("https://elsewhere.example/{tenantid}/v2.0"))
+        paths.append(request.url.path)
+        return httpx.Response(200, json=issuer.keys.jwks(template))
 
+    validator = validator_over(mock_client(jwks))
+    with pytest.raises(NotAuthenticated) as caught:
+        validator.validate(issuer.mint_access_token(CONTOSO_TID))
+    assert caught.value.http_status == 401
+    assert caught.value.message == "the token's signing key is not published for its issuer"
+    assert paths == [COMMON_KEYS]
+
+
+def test_key_issuer_template_is_matched_with_the_tokens_tid(issuer):
+    def jwks(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=issuer.keys.jwks(f"{PUBLIC_URL}/{FABRIKAM_TID}/v2.0"))
+
+    validator = validator_over(mock_client(jwks))
+    assert validator.validate(issuer.mint_access_token(FABRIKAM_TID))["oid"] == SAMIRA
     with pytest.raises(NotAuthenticated, match="^the token's signing key is not published for its issuer$"):
-        validator_over(mock_client(jwks)).validate(issuer.mint_access_token(CONTOSO_TID))
+        validator.validate(issuer.mint_access_token(CONTOSO_TID))
+
+
+def test_key_without_an_issuer_template_still_needs_iss_to_match_tid(issuer):
+    def jwks(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=issuer.keys.jwks())  # no "issuer" on the keys
+
+    validator = validator_over(mock_client(jwks))
+    assert validator.validate(issuer.mint_access_token(CONTOSO_TID))["oid"] == AVERY
+    with pytest.raises(NotAuthenticated, match="issuer is not its tenant's Entra ID v2.0 issuer$"):
+        validator.validate(issuer.mint_access_token(CONTOSO_TID, claims={"iss": issuer.issuer(FABRIKAM_TID)}))
 
 
 # --- the issuer's keys unavailable: 503, not 401 ----------------------------------------------
@@ -526,6 +710,27 @@ def test_jwks_endpoint_down_is_503_with_retry_after(issuer, sandbox, validator):
     assert caught.value.http_status == 503
     assert caught.value.retry_after == 7
     assert "(HTTP 503)" in caught.value.message
+
+
+@pytest.mark.parametrize("retry_after, pause", [(None, 2), (7, 7), (3600, REFETCH_INTERVAL)])
+def test_with_no_keys_held_failed_fetches_are_paced(issuer, sandbox, validator, wire, clock, retry_after,
+                                                    pause):
+    sandbox.state.faults.arm(Fault(status=503, retry_after=retry_after, path_prefix="/"))
+    for _ in range(50):  # a burst on a cold cache while the issuer is down: one fetch, not 50
+        with pytest.raises(UpstreamUnavailable) as caught:
+            validator.validate(issuer.mint_access_token(CONTOSO_TID))
+    assert wire.jwks_fetches == 1
+    assert caught.value.message == "the identity provider's signing keys are unavailable; try again shortly"
+    assert caught.value.retry_after == pause
+
+    sandbox.state.faults.clear()
+    clock.advance(pause - 1)
+    with pytest.raises(UpstreamUnavailable):
+        validator.validate(issuer.mint_access_token(CONTOSO_TID))
+    assert wire.jwks_fetches == 1
+    clock.advance(1)
+    assert validator.validate(issuer.mint_access_token(CONTOSO_TID))["oid"] == AVERY
+    assert wire.paths == [COMMON_KEYS, COMMON_KEYS]
 
 
 def raising(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
@@ -584,7 +789,6 @@ def test_failed_refresh_keeps_known_keys_for_a_while(issuer, sandbox, validator,
 
 
 def test_error_messages_never_repeat_the_token_or_ids(issuer, validator, clock):
-    bogus_tid = str(uuid.uuid4())
     tokens = [
         issuer.mint_access_token(CONTOSO_TID, expires_in=-600),
         issuer.mint_access_token(CONTOSO_TID, not_before_offset=900),
@@ -595,9 +799,10 @@ def test_error_messages_never_repeat_the_token_or_ids(issuer, validator, clock):
         issuer.mint_access_token(CONTOSO_TID, claims={"oid": "avery.lindqvist@contoso-clinic.example"}),
         issuer.mint_access_token(CONTOSO_TID, claims={"tid": "contoso-clinic.example"}),
         issuer.mint_access_token(CONTOSO_TID, claims={"exp": "soon"}),
-        for_tenant(issuer, bogus_tid),
+        storm_token(issuer, 0)[0],  # alg none, a random tenant
     ]
-    secrets_ = [CONTOSO_TID, FABRIKAM_TID, bogus_tid, AVERY, "avery", "contoso", issuer.keys.current.kid]
+    random_tid = unverified(tokens[-1])["tid"]
+    secrets_ = [CONTOSO_TID, FABRIKAM_TID, random_tid, AVERY, "avery", "contoso", issuer.keys.current.kid]
     messages = []
     for token in tokens:
         with pytest.raises(NotAuthenticated) as caught:

@@ -1,23 +1,27 @@
-"""Entra ID v2.0 access tokens for the admin API, verified against the tenant's published keys.
+"""Entra ID v2.0 access tokens for the admin API, verified against Entra's published keys.
 
     validator = token_validator_from_settings(settings)
     claims = validator.validate(token)   # the verified claims, or NotAuthenticated (401)
 
-Nothing in a token is trusted before its signature verifies except what selects the key:
-the header's ``kid`` and the ``tid`` claim (which names the tenant's JWKS URL). Then: RS256
-only, ``iss`` exactly ``{authority}/{tid}/v2.0``, ``aud`` exactly the API's client id,
-``exp``/``nbf``/``iat`` within the clock skew, required claims present. Each failure says
-what is wrong and never repeats the token or a claim value.
+Nothing in a token is trusted before its signature verifies except what selects the key
+and names the expected issuer: the header's ``kid`` and the ``tid`` claim. Then: RS256 only,
+``iss`` exactly ``{authority}/{tid}/v2.0`` for the token's own ``tid``, the key's ``issuer``
+template (if it has one) equal to that issuer once ``{tenantid}`` is the ``tid``, ``aud``
+exactly the API's client id, ``exp``/``nbf``/``iat`` within the clock skew, required claims
+present. Each failure says what is wrong and never repeats the token or a claim value.
 
-Keys (:class:`JwksCache`) come from ``{authority}/{tid}/discovery/v2.0/keys`` and are cached
-per URL for a TTL. Tokens are attacker-controlled, so every fetch a token can cause is bounded:
+Entra signs every tenant's tokens with the same keys, published once at
+``{authority}/common/discovery/v2.0/keys`` (each key tagged with the issuer template
+``.../{tenantid}/v2.0``), which is what Microsoft's own libraries validate against. So
+:class:`JwksCache` holds ONE key set for a TTL, whatever the token's tenant: a token cannot
+choose which URL is fetched, and a random ``tid`` costs nothing. Fetches a token can cause
+are bounded globally:
 
-- an unknown ``kid`` refetches a tenant's keys at most once per refetch interval (Entra
-  publishes a key well before signing with it, so real rotations are found anyway, and a
-  stream of forged kids cannot become a fetch storm);
-- a tenant seen for the first time takes one fetch from a small shared token bucket (random
-  ``tid`` values cannot turn the stamp into a request amplifier against Entra);
-- a tenant Entra does not know (400/404) is cached like any other answer.
+- an unknown ``kid`` refetches at most once per refetch interval (Entra publishes a key well
+  before signing with it, so real rotations are found anyway, and a stream of forged kids
+  cannot become a fetch storm);
+- while no keys are held (cold start, issuer down), failed fetches are retried no more than
+  every few seconds (or the issuer's Retry-After), not once per request.
 
 A failed fetch is 503 (UpstreamUnavailable), not 401: the caller's token may be fine. If a
 refresh fails, keys up to twice the TTL old keep validating (an Entra blip must not lock
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 ALGORITHM = "RS256"
 REQUIRED_CLAIMS = ("tid", "oid", "exp", "iss", "aud")
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# The keys Entra signs every tenant's tokens with, relative to the authority host.
+COMMON_JWKS_PATH = "/common/discovery/v2.0/keys"
 # Entra access tokens are a few KB; anything far larger is not worth parsing.
 MAX_TOKEN_CHARS = 16 * 1024
 # Entra's JWKS (a handful of keys with their certificates) is around 10 KB.
@@ -61,13 +67,11 @@ MIN_RSA_KEY_BITS = 2048
 HTTP_TIMEOUT_SECONDS = 5.0
 # Read timeouts are per chunk; this bounds a server that drips the body a byte at a time.
 JWKS_DEADLINE_SECONDS = 10.0
+# With no keys held, a failed fetch is retried after this long (or the issuer's Retry-After).
+COLD_RETRY_SECONDS = 2.0
 USER_AGENT = "virtual-visits-connector"
 TIMED_OUT = "the identity provider did not answer in time; try again shortly"
 UNREACHABLE = "the identity provider could not be reached; try again shortly"
-
-
-class UnknownTenant(LookupError):
-    """The identity provider answered that the token's tenant does not exist."""
 
 
 @dataclass(frozen=True)
@@ -77,121 +81,98 @@ class PublishedKey:
     issuer_template: str | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _KeySet:
     keys: dict[str, PublishedKey]
     fetched_at: float
-    attempted_at: float  # last fetch attempt, successful or not: paces refetches
-    tenant_unknown: bool = False
-
-
-class _TokenBucket:
-    """``capacity`` takes at once, then one more every ``refill_seconds``. Not locked: callers are."""
-
-    def __init__(self, capacity: int, refill_seconds: float, now: Callable[[], float]) -> None:
-        self._capacity = capacity
-        self._refill_seconds = refill_seconds
-        self._now = now
-        self._tokens = float(capacity)
-        self._updated = now()
-
-    def take(self) -> bool:
-        now = self._now()
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self._capacity, self._tokens + elapsed / self._refill_seconds)
-        self._updated = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 class JwksCache:
-    """Signing keys per JWKS URL, fetched on demand within the budgets in the module docstring.
+    """The signing keys published at one JWKS URL, fetched within the bounds in the module docstring.
 
-    Thread-safe. Lookups that hit a fresh entry take no lock; fetches are serialised by one
-    lock and re-check under it, so concurrent requests on a cold cache cause one fetch.
+    Thread-safe. Lookups that need no fetch take no lock. Fetches are serialised by one lock
+    and re-checked under it, so concurrent requests on a cold cache (or with the same unknown
+    kid) cause one fetch; a due refresh of keys already held is done by one request while the
+    others keep using the keys they have.
     """
 
     def __init__(
         self,
         http: httpx.Client,
+        url: str,
         *,
         ttl_seconds: float,
         refetch_interval_seconds: float,
         now: Callable[[], float] = time.time,
-        new_tenant_burst: int = 20,
-        new_tenant_refill_seconds: float = 3.0,
-        max_key_sets: int = 1000,
     ) -> None:
         self._http = http
+        self._url = url
         self._timeout = _bounded(http.timeout, HTTP_TIMEOUT_SECONDS)
         self._ttl = ttl_seconds
         self._refetch_interval = refetch_interval_seconds
         self._now = now
-        self._max_key_sets = max_key_sets
-        self._entries: dict[str, _KeySet] = {}
+        self._current: _KeySet | None = None
+        self._next_fetch = -math.inf  # no fetch attempt before this time, whatever asks for it
         self._fetch_lock = threading.Lock()
-        self._new_tenants = _TokenBucket(new_tenant_burst, new_tenant_refill_seconds, now)
-        self._new_tenant_retry_after = math.ceil(new_tenant_refill_seconds)
 
-    def key(self, url: str, kid: str) -> PublishedKey | None:
-        """The key ``kid`` published at ``url``, or None if the issuer does not publish it."""
-        entry = self._entries.get(url)
-        if entry is None or self._wants_fetch(entry, kid, self._now()):
-            entry = self._fetch_if_due(url, kid)
-        if entry.tenant_unknown:
-            raise UnknownTenant(url)
-        if self._now() - entry.fetched_at >= 2 * self._ttl:
+    def key(self, kid: str) -> PublishedKey | None:
+        """The key ``kid``, or None if the issuer does not publish it."""
+        current = self._current
+        if current is None or self._wants_fetch(current, kid, self._now()):
+            current = self._fetch_if_due(kid)
+        if self._now() - current.fetched_at >= 2 * self._ttl:
             raise UpstreamUnavailable(
                 "the identity provider's signing keys could not be refreshed; try again shortly"
             )
-        return entry.keys.get(kid)
+        return current.keys.get(kid)
 
-    def _wants_fetch(self, entry: _KeySet, kid: str, now: float) -> bool:
-        if now - entry.attempted_at < self._refetch_interval:
+    def _wants_fetch(self, current: _KeySet | None, kid: str, now: float) -> bool:
+        if now < self._next_fetch:
             return False
-        return kid not in entry.keys or now - entry.fetched_at >= self._ttl
+        return current is None or kid not in current.keys or now - current.fetched_at >= self._ttl
 
-    def _fetch_if_due(self, url: str, kid: str) -> _KeySet:
-        with self._fetch_lock:
+    def _fetch_if_due(self, kid: str) -> _KeySet:
+        held = self._current
+        if held is not None and kid in held.keys:
+            # Only a due refresh: while another thread fetches, the keys held still do.
+            if not self._fetch_lock.acquire(blocking=False):
+                return held
+        else:
+            self._fetch_lock.acquire()
+        try:
             now = self._now()
-            entry = self._entries.get(url)
-            if entry is not None and not self._wants_fetch(entry, kid, now):
-                return entry  # another thread fetched while this one waited
-            if entry is None and not self._new_tenants.take():
-                log.warning("JWKS fetch for a new tenant refused: new-tenant fetch budget exhausted")
-                raise UpstreamUnavailable(
-                    "too many sign-ins from new tenants right now; try again shortly",
-                    retry_after=self._new_tenant_retry_after,
-                )
+            current = self._current
+            if not self._wants_fetch(current, kid, now):
+                if current is None:  # a fetch just failed: do not hammer the issuer
+                    raise UpstreamUnavailable(
+                        "the identity provider's signing keys are unavailable; try again shortly",
+                        retry_after=max(1, math.ceil(self._next_fetch - now)),
+                    )
+                return current  # another thread fetched while this one waited
             try:
-                fresh = self._download(url, now)
-            except UpstreamUnavailable:
-                if entry is None:
+                fresh = self._download(now)
+            except UpstreamUnavailable as exc:
+                self._next_fetch = now + self._retry_pause(current, exc)
+                if current is None or kid not in current.keys:
                     raise
-                entry.attempted_at = now  # paces retries even while the issuer is down
-                if kid not in entry.keys:
-                    raise
-                log.warning("JWKS refresh failed; using keys fetched %.0f s ago", now - entry.fetched_at)
-                return entry
-            self._remember(url, fresh)
+                log.warning("JWKS refresh failed; using keys fetched %.0f s ago", now - current.fetched_at)
+                return current
+            self._current = fresh
+            self._next_fetch = now + self._refetch_interval
             return fresh
+        finally:
+            self._fetch_lock.release()
 
-    def _remember(self, url: str, entry: _KeySet) -> None:
-        if url not in self._entries and len(self._entries) >= self._max_key_sets:
-            oldest = min(self._entries, key=lambda u: self._entries[u].fetched_at)
-            del self._entries[oldest]
-        self._entries[url] = entry
+    def _retry_pause(self, current: _KeySet | None, failure: UpstreamUnavailable) -> float:
+        if current is not None:
+            return self._refetch_interval
+        return min(self._refetch_interval, max(COLD_RETRY_SECONDS, failure.retry_after or 0))
 
-    def _download(self, url: str, now: float) -> _KeySet:
+    def _download(self, now: float) -> _KeySet:
         try:
             with self._http.stream(
-                "GET", url, headers={"Accept": "application/json"}, timeout=self._timeout
+                "GET", self._url, headers={"Accept": "application/json"}, timeout=self._timeout
             ) as response:
-                if response.status_code in (400, 404):  # Entra: AADSTS90002 tenant not found
-                    log.info("JWKS: the identity provider does not know the tenant of %s", url)
-                    return _KeySet({}, now, now, tenant_unknown=True)
                 if response.status_code != 200:
                     log.warning("JWKS fetch answered HTTP %s", response.status_code)
                     raise UpstreamUnavailable(
@@ -206,8 +187,8 @@ class JwksCache:
         except httpx.HTTPError as exc:
             log.warning("JWKS fetch failed: %s", type(exc).__name__)
             raise UpstreamUnavailable(UNREACHABLE) from exc
-        log.info("JWKS fetched from %s", url)
-        return _KeySet(_parse_jwks(body), now, now)
+        log.info("JWKS fetched from %s", self._url)
+        return _KeySet(_parse_jwks(body), now)
 
 
 def _bounded(timeout: httpx.Timeout, limit: float) -> httpx.Timeout:
@@ -293,6 +274,7 @@ class EntraTokenValidator:
         self._http = http
         self._keys = JwksCache(
             http,
+            self._authority + COMMON_JWKS_PATH,
             ttl_seconds=jwks_ttl_seconds,
             refetch_interval_seconds=jwks_refetch_interval_seconds,
             now=now,
@@ -307,18 +289,15 @@ class EntraTokenValidator:
         if the issuer's keys cannot be read."""
         kid, tid = _key_selectors(token)
         issuer = f"{self._authority}/{tid}/v2.0"
-        key = self._signing_key(tid, kid, issuer)
+        key = self._signing_key(kid, tid, issuer)
         claims = self._verified_claims(token, key, issuer)
         self._check_lifetime(claims)
         if not isinstance(claims["oid"], str) or not GUID.fullmatch(claims["oid"]):
             raise NotAuthenticated("the token's object id (oid) is not a GUID")
         return claims
 
-    def _signing_key(self, tid: str, kid: str, issuer: str) -> RSAPublicKey:
-        try:
-            published = self._keys.key(f"{self._authority}/{tid}/discovery/v2.0/keys", kid)
-        except UnknownTenant:
-            raise NotAuthenticated("the token's tenant is not known to the identity provider") from None
+    def _signing_key(self, kid: str, tid: str, issuer: str) -> RSAPublicKey:
+        published = self._keys.key(kid)
         if published is None:
             raise NotAuthenticated("the token is signed with a key the identity provider does not publish")
         template = published.issuer_template
@@ -369,7 +348,8 @@ class EntraTokenValidator:
 
 
 def _key_selectors(token: str) -> tuple[str, str]:
-    """The header's ``kid`` and the ``tid`` claim, read unverified: they only pick the key."""
+    """The header's ``kid`` and the ``tid`` claim, read unverified: they pick the key and the
+    expected issuer, both checked against the signature and the key's issuer template."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise NotAuthenticated("the token is malformed")
     try:
@@ -383,7 +363,7 @@ def _key_selectors(token: str) -> tuple[str, str]:
     if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
         raise NotAuthenticated("the token does not name its signing key (kid)")
     tid = unverified.get("tid")
-    # Lowercase only, as Entra issues it: the tid becomes a URL, so one tenant is one cache entry.
+    # Lowercase only, as Entra issues it: the issuer it names must match ``iss`` exactly.
     if not isinstance(tid, str) or not GUID.fullmatch(tid):
         raise NotAuthenticated("the token's tenant id (tid) is missing or not a GUID")
     return kid, tid

@@ -18,7 +18,8 @@ def admin_principal(req: func.HttpRequest) -> AdminPrincipal:
     """The calling admin, from ``Authorization: Bearer``; 401 / 403 otherwise."""
     deps = container()
     return authenticate_admin(
-        req.headers.get("Authorization"), deps.admin_token_validator, admin_role=deps.settings.admin_app_role
+        req.headers.get("Authorization"), deps.admin_token_validator,
+        admin_role=deps.settings.admin_app_role, required_scope=deps.settings.admin_api_scope or None,
     )
 
 
