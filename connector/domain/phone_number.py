@@ -13,6 +13,8 @@ from enum import Enum
 from pydantic import BaseModel, Field
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
+# Operation ids are ours (random hex); anything else in a URL is simply not found.
+OPERATION_ID = r"^[A-Za-z0-9-]{8,64}$"
 
 
 class PhoneNumberState(str, Enum):
@@ -42,14 +44,16 @@ class ProvisioningStep(str, Enum):
 
 class NumberProvisioning(BaseModel):
     tenant_id: str
-    operation_id: str = Field(pattern=r"^[A-Za-z0-9-]{8,64}$")
+    operation_id: str = Field(pattern=OPERATION_ID)
     country_code: str = Field(pattern=r"^[A-Z]{2}$")
     status: ProvisioningStatus = ProvisioningStatus.running
     step: ProvisioningStep = ProvisioningStep.searching
-    # The ACS long-running operation in flight and the search it produced (ids, no secrets).
-    acs_operation_id: str | None = None
+    # The ACS search that holds the number (an id, no secret); ACS buys one search at most once.
     search_id: str | None = None
     phone_number: str | None = None
+    # Set (and saved) just before the purchase is asked for: from then on ACS may own the
+    # number even if this worker never hears back, so a retry looks before it buys.
+    purchase_started_at: datetime | None = None
     error: str | None = None
     created_at: datetime
     updated_at: datetime

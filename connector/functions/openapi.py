@@ -19,7 +19,7 @@ from connector.domain.integration import IntegrationRecord
 from connector.domain.validation import ValidationReport
 from connector.functions.admin.common import EndpointList, EndpointView, TenantView
 from connector.functions.admin.endpoints import ValidationRequest
-from connector.functions.admin.numbers import LinkNumber, NumberList, ProvisionNumber
+from connector.functions.admin.numbers import LinkNumber, NumberList, OperationView, ProvisionNumber
 from connector.functions.admin.tenant import SmsConsents
 from connector.functions.http import handles_errors, json_response
 from connector.services.health import HealthReport
@@ -65,12 +65,13 @@ OPERATIONS: list[Operation] = [
               "Everything Cerner's code console needs (?download=true for an attachment)",
               {200: IntegrationRecord, 404: None}),
     Operation("post", "/admin/phone-numbers", "provision_number",
-              "Start provisioning a toll-free SMS number (poll the operation in Location)",
-              {202: None, 422: None}, ProvisionNumber),
+              "Start provisioning a toll-free SMS number (poll the operation in Location). "
+              "While one is running: 409 with its operation_id",
+              {202: OperationView, 409: None, 422: None}, ProvisionNumber),
     Operation("get", "/admin/phone-numbers", "list_numbers", "The tenant's numbers and provisioning operations",
               {200: NumberList}),
     Operation("get", "/admin/operations/{operation_id}", "get_operation", "A provisioning operation's progress",
-              {200: None, 404: None}),
+              {200: OperationView, 404: None}),
     Operation("put", "/admin/endpoints/{endpoint_id}/phone-number", "link_number",
               "Send this endpoint's SMS from a number", {200: EndpointView, 404: None, 422: None}, LinkNumber),
     Operation("delete", "/admin/endpoints/{endpoint_id}/phone-number", "unlink_number",
@@ -83,6 +84,7 @@ ERROR_SCHEMA = {
     "properties": {
         "error": {"type": "string"},
         "message": {"type": "string"},
+        "operation_id": {"type": "string", "description": "the running operation (409 on provisioning)"},
         "problems": {"type": "array", "items": {
             "type": "object", "required": ["field", "message"],
             "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},

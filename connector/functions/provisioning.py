@@ -1,7 +1,10 @@
 """Queue worker: drive one phone-number provisioning through ACS's long-running operations.
 
-Transient failures raise, so the host retries the message and finally parks it in
-``<queue>-poison``; a definite "no" from ACS is recorded on the operation for the admin.
+Transient failures (ACS busy or unreachable, a credential outage, ACS still buying the
+number, storage) and unexpected errors raise, so the host retries the message and finally
+parks it in ``<queue>-poison`` (the operation then shows as failed once it is stale); a
+definite "no" from ACS is recorded on the operation for the admin. Log lines (logger
+``connector.provisioning``) carry the operation id and the error class only.
 """
 
 import azure.functions as func

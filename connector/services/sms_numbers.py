@@ -3,10 +3,16 @@
 Provisioning is split like the rest of the product: the HTTP call records an operation and
 enqueues it (answering 202 at once); the queue worker drives ACS's search and purchase and
 records each step, so the portal can poll the operation and show progress.
+
+Numbers are scarce (ACS sells a few a week) and cost money, so a tenant provisions one at a
+time (a second request while one runs is a 409 naming it), a retry never buys twice, and
+only a definite "no" from ACS fails an operation: everything else is retried.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
@@ -15,26 +21,37 @@ from pydantic import BaseModel
 
 from connector.domain.endpoint import FhirEndpoint
 from connector.domain.phone_number import (
-    NumberProvisioning, PhoneNumber, PhoneNumberState, ProvisioningStatus, ProvisioningStep,
+    OPERATION_ID, NumberProvisioning, PhoneNumber, PhoneNumberState, ProvisioningStatus, ProvisioningStep,
 )
-from connector.errors import NotFound, Problem, UnprocessableInput, UpstreamUnavailable
+from connector.errors import (
+    ConcurrencyConflict, Conflict, ConnectorError, NotFound, Problem, UnprocessableInput, UpstreamError,
+    UpstreamUnavailable,
+)
 from connector.services import admin_setup
 
 # A worker that has not moved an operation on for this long has given up (poisoned message).
 STALE_AFTER = timedelta(minutes=15)
+OPERATION_ID_RE = re.compile(OPERATION_ID)
+
+# Ids and outcomes only: never a phone number, never an exception's message.
+log = logging.getLogger("connector.provisioning")
 
 
 class PhoneNumberRepository(Protocol):
     def list_numbers(self, tenant_id: str) -> list[PhoneNumber]: ...
     def get_number(self, tenant_id: str, phone_number: str) -> PhoneNumber | None: ...
     def record_number(self, number: PhoneNumber) -> None: ...
-    def start_provisioning(self, operation: NumberProvisioning) -> None: ...
+    def start_provisioning(self, operation: NumberProvisioning) -> str: ...
     def get_provisioning(self, tenant_id: str, operation_id: str): ...
     def list_provisioning(self, tenant_id: str) -> list[NumberProvisioning]: ...
     def save_provisioning(self, operation: NumberProvisioning, etag: str) -> str: ...
 
 
 class PhoneNumberProvider(Protocol):
+    """ACS phone numbers. Errors: ``UpstreamUnavailable`` (and subclasses) for "not now", which
+    includes a 409 on purchasing a search that is already being bought; any other
+    ``UpstreamError`` for a definite "no"."""
+
     def search_toll_free(self, country_code: str): ...
     def purchase(self, search_id: str) -> None: ...
     def owned_numbers(self) -> set[str]: ...
@@ -51,35 +68,77 @@ class ProvisioningRequest(BaseModel):
     operation_id: str
 
 
+class ProvisioningInProgress(Conflict):
+    """A number is already being provisioned for the tenant: follow that operation instead
+    (its id is in the body), so a double click never buys two numbers."""
+
+    code = "provisioning_in_progress"
+
+    def __init__(self, operation_id: str):
+        super().__init__(
+            "a number is already being provisioned for this tenant; follow that operation until it finishes")
+        self.operation_id = operation_id
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "operation_id": self.operation_id}
+
+
+NOT_QUEUED = "Provisioning could not be queued. Try again."
+STALE = "Provisioning did not finish in time. Start it again."
+DUPLICATE = "Another number was already being provisioned for this organisation; follow that operation instead."
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _running(operation: NumberProvisioning, now: datetime) -> bool:
+    return not _as_seen(operation, now).finished
+
+
 def start_provisioning(tenants, numbers: PhoneNumberRepository, queue: Queue, tenant_id: str,
                        country_code: str) -> NumberProvisioning:
+    """Record a new operation and enqueue it. :class:`ProvisioningInProgress` while another
+    operation of the tenant is running (not finished and not stale)."""
     tenant = admin_setup.get_tenant(tenants, tenant_id).item
     admin_setup.require_sms_consents(tenant)
     now = _now()
+    running = [op for op in numbers.list_provisioning(tenant_id) if _running(op, now)]
+    if running:
+        raise ProvisioningInProgress(running[-1].operation_id)
     operation = NumberProvisioning(
         tenant_id=tenant_id, operation_id=secrets.token_hex(12), country_code=country_code,
         created_at=now, updated_at=now,
     )
-    numbers.start_provisioning(operation)
-    queue.send(ProvisioningRequest(tenant_id=tenant_id, operation_id=operation.operation_id))
+    etag = numbers.start_provisioning(operation)
+    try:
+        queue.send(ProvisioningRequest(tenant_id=tenant_id, operation_id=operation.operation_id))
+    except Exception as exc:
+        # Without a message no worker will ever move it on: say so now, not in 15 minutes,
+        # and do not let it block the next attempt.
+        log.warning("provisioning %s could not be queued: %s", operation.operation_id, type(exc).__name__)
+        try:
+            _mark_failed(numbers, operation, etag, NOT_QUEUED)
+        except ConnectorError as save_error:  # storage is likely down too: the send error is the news
+            log.warning("provisioning %s could not be marked failed: %s",
+                        operation.operation_id, type(save_error).__name__)
+        raise
     return operation
+
+
+def _mark_failed(numbers: PhoneNumberRepository, operation: NumberProvisioning, etag: str, error: str) -> None:
+    numbers.save_provisioning(operation.model_copy(update={
+        "status": ProvisioningStatus.failed, "error": error, "updated_at": _now()}), etag)
 
 
 def _as_seen(operation: NumberProvisioning, now: datetime) -> NumberProvisioning:
     if not operation.finished and now - operation.updated_at > STALE_AFTER:
-        return operation.model_copy(update={
-            "status": ProvisioningStatus.failed,
-            "error": "Provisioning did not finish in time. Start it again.",
-        })
+        return operation.model_copy(update={"status": ProvisioningStatus.failed, "error": STALE})
     return operation
 
 
 def get_provisioning(numbers: PhoneNumberRepository, tenant_id: str, operation_id: str) -> NumberProvisioning:
-    stored = numbers.get_provisioning(tenant_id, operation_id) if operation_id.isalnum() else None
+    stored = numbers.get_provisioning(tenant_id, operation_id) if OPERATION_ID_RE.fullmatch(operation_id) else None
     if stored is None:
         raise NotFound("no such operation")
     return _as_seen(stored.item, _now())
@@ -106,37 +165,109 @@ def list_numbers(numbers: PhoneNumberRepository, endpoints, tenant_id: str) -> t
     return views, [_as_seen(op, now) for op in numbers.list_provisioning(tenant_id)]
 
 
+def _order(operation: NumberProvisioning) -> tuple[datetime, str]:
+    return operation.created_at, operation.operation_id
+
+
+def _ahead_of(numbers: PhoneNumberRepository, operation: NumberProvisioning, now: datetime) -> str | None:
+    """The id of an earlier operation of the tenant that this one must not race.
+
+    The POST guard reads before it writes, so two requests a few milliseconds apart can both
+    get through; this is the second line. Of operations that overlapped, only the earliest
+    (by creation time, then id) buys: a later one yields to an earlier one still running,
+    or to one that succeeded after the later one was created."""
+    for other in numbers.list_provisioning(operation.tenant_id):
+        if other.operation_id == operation.operation_id or _order(other) >= _order(operation):
+            continue
+        if _running(other, now):
+            return other.operation_id
+        if other.status is ProvisioningStatus.succeeded and other.updated_at >= operation.created_at:
+            return other.operation_id
+    return None
+
+
+def _owned(provider: PhoneNumberProvider, operation: NumberProvisioning) -> bool:
+    return operation.phone_number in provider.owned_numbers()
+
+
+def _purchase(provider: PhoneNumberProvider, operation: NumberProvisioning) -> None:
+    try:
+        provider.purchase(operation.search_id)
+    except UpstreamUnavailable:
+        # "Not now" may hide a purchase that went through (a 409 because it is already
+        # bought, an answer lost on the way back): look before asking the queue to retry.
+        if _owned(provider, operation):
+            return
+        raise
+
+
 def run_provisioning(numbers: PhoneNumberRepository, provider: PhoneNumberProvider, request: ProvisioningRequest) -> None:
     """The worker: search, then purchase, recording each step. Safe to run again after a crash:
-    a recorded search is not repeated, and a number already owned is not bought twice."""
+    a recorded search is not repeated, and once a purchase was started a retry first looks
+    whether ACS owns the number; ACS itself buys a search at most once (409 on a repeat).
+
+    Outcomes: a definite "no" from ACS (or no number to be had) marks the operation failed;
+    "not now" (``UpstreamUnavailable``, storage included, or a lost ETag race) and anything
+    unexpected propagate, so the host retries the message and finally parks it in the poison
+    queue.
+    """
     stored = numbers.get_provisioning(request.tenant_id, request.operation_id)
     if stored is None or stored.item.finished:
         return
     operation, etag = stored.item, stored.etag
+    op_id, now = operation.operation_id, _now()
     try:
-        if operation.search_id is None:
-            found = provider.search_toll_free(operation.country_code)
-            if not found.phone_numbers:
-                raise UnprocessableInput("no toll-free number is available")
-            operation = operation.model_copy(update={
-                "step": ProvisioningStep.purchasing, "search_id": found.search_id,
-                "phone_number": found.phone_numbers[0], "updated_at": _now()})
+        if operation.purchase_started_at is None:
+            if _as_seen(operation, now).finished:
+                # Nothing bought and the portal already shows it failed (a newer operation may
+                # be running by now): do not start buying.
+                log.warning("provisioning %s failed: stale", op_id)
+                _mark_failed(numbers, operation, etag, STALE)
+                return
+            resumed = operation.search_id is not None
+            if not resumed:
+                ahead = _ahead_of(numbers, operation, now)
+                if ahead is not None:
+                    log.warning("provisioning %s failed: operation %s was already running", op_id, ahead)
+                    _mark_failed(numbers, operation, etag, DUPLICATE)
+                    return
+                found = provider.search_toll_free(operation.country_code)
+                if not found.phone_numbers:
+                    raise UnprocessableInput("no toll-free number is available")
+                operation = operation.model_copy(update={
+                    "step": ProvisioningStep.purchasing, "search_id": found.search_id,
+                    "phone_number": found.phone_numbers[0], "updated_at": _now()})
+                etag = numbers.save_provisioning(operation, etag)
+            # Recorded before ACS is asked: from here on a retry looks before it buys.
+            operation = operation.model_copy(update={"purchase_started_at": _now(), "updated_at": _now()})
             etag = numbers.save_provisioning(operation, etag)
-        if operation.phone_number not in provider.owned_numbers():
-            provider.purchase(operation.search_id)
-    except UpstreamUnavailable:
-        raise  # transient: the queue retries
-    except Exception as exc:  # ACS said no: final for this operation, shown to the admin
-        failed = operation.model_copy(update={
-            "status": ProvisioningStatus.failed, "updated_at": _now(),
-            "error": getattr(exc, "message", "the number could not be provisioned")})
-        numbers.save_provisioning(failed, etag)
+            if not (resumed and _owned(provider, operation)):
+                _purchase(provider, operation)
+        elif not _owned(provider, operation):
+            if _as_seen(operation, now).finished:
+                # Given up on and ACS does not own the number: do not buy it now.
+                log.warning("provisioning %s failed: stale", op_id)
+                _mark_failed(numbers, operation, etag, STALE)
+                return
+            # Asked for before and maybe still running, or lost on the way: asking again is
+            # safe (ACS answers 409 for a search it is buying or has bought).
+            _purchase(provider, operation)
+    except (UpstreamUnavailable, ConcurrencyConflict) as exc:
+        log.info("provisioning %s will be retried: %s", op_id, type(exc).__name__)
+        raise
+    except (UpstreamError, UnprocessableInput) as exc:  # a definite no: final, shown to the admin
+        log.warning("provisioning %s failed: %s", op_id, type(exc).__name__)
+        _mark_failed(numbers, operation, etag, f"The number could not be provisioned: {exc.message}.")
         return
+    except Exception as exc:
+        log.error("provisioning %s stopped by an unexpected error: %s", op_id, type(exc).__name__)
+        raise
     numbers.record_number(PhoneNumber(
         tenant_id=operation.tenant_id, phone_number=operation.phone_number,
-        acquired_at=_now(), operation_id=operation.operation_id))
+        acquired_at=_now(), operation_id=op_id))
     numbers.save_provisioning(operation.model_copy(update={
         "status": ProvisioningStatus.succeeded, "step": ProvisioningStep.done, "updated_at": _now()}), etag)
+    log.info("provisioning %s succeeded", op_id)
 
 
 def link_number(tenants, numbers: PhoneNumberRepository, endpoints, tenant_id: str, endpoint_id: str,

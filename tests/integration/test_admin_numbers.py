@@ -10,10 +10,15 @@ import pytest
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
+from connector.adapters.acs.phone_numbers import PurchaseAlreadyStarted
+from connector.composition import container
+from connector.domain.phone_number import ProvisioningStep
 from connector.functions import provisioning
 from connector.settings import get_settings
 from connector.functions.admin import endpoints, numbers, tenant
-from tests.integration.admin_fixtures import body_of, call
+from connector.errors import UpstreamUnavailable
+from dev.sandbox import acs, entra
+from tests.integration.admin_fixtures import ACS_KEY, body_of, call
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +45,29 @@ def run_worker(storage_env, queue_name: str) -> int:
         queue.delete_message(message)
         delivered += 1
     return delivered
+
+
+def deliver_once(storage_env, queue_name: str) -> None:
+    """Deliver the one message the queue holds; if the worker raises, put the message back
+    (visible at once) as the host would for its retry, and re-raise."""
+    queue = QueueClient.from_connection_string(storage_env["AzureWebJobsStorage"], queue_name)
+    [message] = queue.receive_messages(max_messages=32)
+    try:
+        provisioning.provision_number_worker.build().get_user_function()(
+            QueueMessage(id=message.id, body=base64.b64decode(message.content), dequeue_count=message.dequeue_count))
+    except Exception:
+        queue.update_message(message, visibility_timeout=0)
+        raise
+    queue.delete_message(message)
+
+
+def operation_of(token, operation_id: str) -> dict:
+    return body_of(call(numbers.get_operation, "GET", token=token, route_params={"operation_id": operation_id}))
+
+
+def acs_purchases(sandbox) -> list[dict]:
+    return [op for op in sandbox.acs_app.state.phone_numbers.snapshot()["operations"]
+            if op["operationType"] == "purchase"]
 
 
 def test_number_cannot_be_provisioned_without_both_consents(admin):
@@ -102,7 +130,78 @@ def test_only_the_tenants_own_active_numbers_can_be_linked(admin, admin_env):
     assert bad.status_code == 400
 
 
+def test_a_second_request_while_one_runs_is_409_naming_it_then_accepted_once_done(admin, admin_env, storage_env):
+    consent(admin)
+    purchases_before = len(acs_purchases(admin_env))
+    first = body_of(call(numbers.provision_number, "POST", token=admin, body={"country_code": "US"}))
+
+    again = call(numbers.provision_number, "POST", token=admin, body={"country_code": "US"})
+    assert again.status_code == 409
+    refused = body_of(again)
+    assert refused["error"] == "provisioning_in_progress" and refused["operation_id"] == first["operation_id"]
+    listing = body_of(call(numbers.list_numbers, "GET", token=admin))
+    assert [o["operation_id"] for o in listing["operations"]] == [first["operation_id"]]
+
+    assert run_worker(storage_env, get_settings().provisioning_queue) == 1  # only the first was queued
+    assert operation_of(admin, first["operation_id"])["status"] == "succeeded"
+    assert len(acs_purchases(admin_env)) == purchases_before + 1
+
+    second = call(numbers.provision_number, "POST", token=admin, body={"country_code": "US"})
+    assert second.status_code == 202
+    assert body_of(second)["operation_id"] != first["operation_id"] and body_of(second)["status"] == "running"
+
+
+def test_a_retry_after_acs_took_the_purchase_does_not_buy_again(admin, admin_env, storage_env):
+    """The worker died after ACS accepted the purchase: the retry gets ACS's 409 (through the
+    real SDK), keeps the operation running, and succeeds once ACS owns the number."""
+    consent(admin)
+    inventory = admin_env.acs_app.state.phone_numbers
+    purchases_before = len(acs_purchases(admin_env))
+    started = body_of(call(numbers.provision_number, "POST", token=admin, body={}))
+    # What the dead worker had done: searched, recorded that it starts buying, asked ACS to buy.
+    found = container().acs_phone_numbers.search_toll_free("US")
+    repo = container().phone_numbers
+    stored = repo.get_provisioning(entra.CONTOSO_TID, started["operation_id"])
+    repo.save_provisioning(stored.item.model_copy(update={
+        "step": ProvisioningStep.purchasing, "search_id": found.search_id, "phone_number": found.phone_numbers[0],
+        "purchase_started_at": stored.item.created_at}), stored.etag)
+    in_flight = inventory.start_purchase(found.search_id)  # pending until ACS is polled (sandbox pace)
+
+    with pytest.raises(PurchaseAlreadyStarted):  # ACS's 409, through the real SDK
+        deliver_once(storage_env, get_settings().provisioning_queue)
+    seen = operation_of(admin, started["operation_id"])
+    assert (seen["status"], seen["step"], seen["error"]) == ("running", "purchasing", None)
+
+    statuses = [inventory.poll(in_flight.id).status for _ in range(3)]  # ACS finishes in the background
+    assert statuses[-1] == "succeeded"
+    deliver_once(storage_env, get_settings().provisioning_queue)
+    done = operation_of(admin, started["operation_id"])
+    assert done["status"] == "succeeded" and done["phone_number"] == found.phone_numbers[0]
+    assert len(acs_purchases(admin_env)) == purchases_before + 1  # the 409 bought nothing
+    listed = body_of(call(numbers.list_numbers, "GET", token=admin))["phone_numbers"]
+    assert [n["phone_number"] for n in listed] == [found.phone_numbers[0]]
+
+
+def test_an_acs_credential_failure_is_retried_not_failed(admin, admin_env, storage_env, monkeypatch):
+    consent(admin)
+    started = body_of(call(numbers.provision_number, "POST", token=admin, body={}))
+    monkeypatch.setenv("CONNECTOR_ACS_EMULATOR_KEY", acs.generate_access_key())  # ACS answers 401 Denied
+    get_settings.cache_clear()
+    container.cache_clear()
+    with pytest.raises(UpstreamUnavailable) as raised:
+        deliver_once(storage_env, get_settings().provisioning_queue)
+    assert type(raised.value) is UpstreamUnavailable and "signed in" in raised.value.message
+    seen = operation_of(admin, started["operation_id"])
+    assert (seen["status"], seen["step"], seen["error"]) == ("running", "searching", None)
+
+    monkeypatch.setenv("CONNECTOR_ACS_EMULATOR_KEY", ACS_KEY)  # the identity is back
+    get_settings.cache_clear()
+    container.cache_clear()
+    deliver_once(storage_env, get_settings().provisioning_queue)
+    assert operation_of(admin, started["operation_id"])["status"] == "succeeded"
+
+
 def test_unknown_operation_is_404(admin):
-    for operation_id in ("0" * 24, "../x"):
+    for operation_id in ("0" * 24, "../x", "a" * 600):
         resp = call(numbers.get_operation, "GET", token=admin, route_params={"operation_id": operation_id})
         assert resp.status_code == 404

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+from azure.core.polling.base_polling import OperationFailed
 
 from connector.errors import UpstreamError, UpstreamUnavailable
 from connector.settings import Settings
@@ -21,16 +22,38 @@ class SearchedNumbers:
 
 
 class NumberNotAvailable(UpstreamError):
-    """ACS finished the operation and said no (no numbers, search expired, refused)."""
+    """ACS gave a definite no: the operation ended failed, or it refused the request (400, 404,
+    409 ...). Final for this provisioning."""
 
 
-def _translate(exc: AzureError, what: str) -> Exception:
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return UpstreamUnavailable(f"Azure Communication Services did not answer the {what}")
-    status = getattr(exc, "status_code", None) or 0
-    if isinstance(exc, HttpResponseError) and (status in (408, 429) or status >= 500):
-        return UpstreamUnavailable(f"Azure Communication Services is busy; the {what} will be retried")
-    return NumberNotAvailable(f"Azure Communication Services refused the {what}")
+class PurchaseAlreadyStarted(UpstreamUnavailable):
+    """ACS answered 409 to a purchase: this search is already being (or has been) bought.
+
+    Not a failure: the number may be ours already, or will be once that purchase finishes.
+    The caller checks ownership and otherwise retries later; it never searches again."""
+
+
+# Answers that mean "not now" rather than "no": throttling, timeouts, outages, and auth
+# (a managed identity that is briefly unavailable, a token endpoint that hiccups).
+_TRANSIENT_STATUS = frozenset({401, 403, 408, 429})
+
+
+def _translate(exc: AzureError, what: str, *, conflict_is_started_purchase: bool = False) -> Exception:
+    """Only a definite answer from ACS is final; anything else is retried by the queue."""
+    if isinstance(exc, ClientAuthenticationError):  # before HttpResponseError: it is one
+        return UpstreamUnavailable(f"Azure Communication Services could not be signed in to for the {what}")
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        if isinstance(exc.__cause__, OperationFailed):  # the long-running operation ended failed
+            return NumberNotAvailable(f"Azure Communication Services refused the {what}")
+        if status == 409 and conflict_is_started_purchase:
+            return PurchaseAlreadyStarted("Azure Communication Services is already buying this number")
+        if 400 <= status < 500 and status not in _TRANSIENT_STATUS:
+            return NumberNotAvailable(f"Azure Communication Services refused the {what}")
+        if status:
+            return UpstreamUnavailable(f"Azure Communication Services is busy; the {what} will be retried")
+    # No connection, no answer, or an answer we could not read: not a "no".
+    return UpstreamUnavailable(f"Azure Communication Services did not answer the {what}")
 
 
 class AcsPhoneNumbers:
@@ -57,10 +80,12 @@ class AcsPhoneNumbers:
         return SearchedNumbers(result.search_id, tuple(result.phone_numbers))
 
     def purchase(self, search_id: str) -> None:
+        """Buy what the search holds and wait for it. A search is bought at most once: asked
+        again, ACS answers 409 (:class:`PurchaseAlreadyStarted`)."""
         try:
             self._client.begin_purchase_phone_numbers(search_id, polling_interval=self._polling_interval).result()
         except AzureError as exc:
-            raise _translate(exc, "number purchase") from exc
+            raise _translate(exc, "number purchase", conflict_is_started_purchase=True) from exc
 
     def owned_numbers(self) -> set[str]:
         try:

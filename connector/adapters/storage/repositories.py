@@ -209,8 +209,9 @@ class TablePhoneNumberRepository:
         """Idempotent: the worker may record the same purchase twice after a retry."""
         self._numbers.upsert(number)
 
-    def start_provisioning(self, operation: NumberProvisioning) -> None:
-        self._operations.insert(operation)
+    def start_provisioning(self, operation: NumberProvisioning) -> str:
+        """Insert a new operation; returns its ETag (to mark it failed if it cannot be queued)."""
+        return self._operations.insert(operation)
 
     def get_provisioning(self, tenant_id: str, operation_id: str) -> Versioned[NumberProvisioning] | None:
         return self._operations.get(tenant_id, operation_id)

@@ -1,10 +1,12 @@
 """SMS numbers: provision (202 + an operation to poll), list, link to and unlink from endpoints."""
 
+from datetime import datetime
+
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from connector.composition import container
-from connector.domain.phone_number import E164, NumberProvisioning
+from connector.domain.phone_number import E164, NumberProvisioning, ProvisioningStatus, ProvisioningStep
 from connector.functions.admin.common import admin_principal, endpoint_response
 from connector.functions.http import handles_errors, json_response, parse_body
 from connector.services import sms_numbers
@@ -24,14 +26,26 @@ class LinkNumber(BaseModel):
     phone_number: str = Field(pattern=E164)
 
 
+class OperationView(BaseModel):
+    """A provisioning operation as the admin sees it (no ACS ids, no worker bookkeeping)."""
+
+    operation_id: str
+    status: ProvisioningStatus
+    step: ProvisioningStep
+    phone_number: str | None
+    error: str | None
+    country_code: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, operation: NumberProvisioning) -> "OperationView":
+        return cls.model_validate(operation.model_dump(include=set(cls.model_fields)))
+
+
 class NumberList(BaseModel):
     phone_numbers: list[sms_numbers.NumberView]
-    operations: list[NumberProvisioning]
-
-
-def operation_view(operation: NumberProvisioning) -> dict:
-    return operation.model_dump(mode="json", include={
-        "operation_id", "status", "step", "phone_number", "error", "country_code", "created_at", "updated_at"})
+    operations: list[OperationView]
 
 
 @bp.route(route="admin/phone-numbers", methods=["POST"], auth_level=ANONYMOUS)
@@ -43,7 +57,7 @@ def provision_number(req: func.HttpRequest) -> func.HttpResponse:
     operation = sms_numbers.start_provisioning(
         deps.tenants, deps.phone_numbers, deps.provisioning_queue, principal.tenant_id, body.country_code)
     location = f"{deps.settings.public_base_url}/api/admin/operations/{operation.operation_id}"
-    return json_response(operation_view(operation), 202, headers={"Location": location})
+    return json_response(OperationView.of(operation), 202, headers={"Location": location})
 
 
 @bp.route(route="admin/operations/{operation_id}", methods=["GET"], auth_level=ANONYMOUS)
@@ -52,7 +66,7 @@ def get_operation(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
     operation = sms_numbers.get_provisioning(
         container().phone_numbers, principal.tenant_id, req.route_params["operation_id"])
-    return json_response(operation_view(operation), headers={"Cache-Control": "no-store"})
+    return json_response(OperationView.of(operation), headers={"Cache-Control": "no-store"})
 
 
 @bp.route(route="admin/phone-numbers", methods=["GET"], auth_level=ANONYMOUS)
@@ -61,8 +75,7 @@ def list_numbers(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
     deps = container()
     numbers, operations = sms_numbers.list_numbers(deps.phone_numbers, deps.endpoints, principal.tenant_id)
-    return json_response({"phone_numbers": [n.model_dump(mode="json") for n in numbers],
-                          "operations": [operation_view(o) for o in operations]})
+    return json_response(NumberList(phone_numbers=numbers, operations=[OperationView.of(o) for o in operations]))
 
 
 @bp.route(route="admin/endpoints/{endpoint_id}/phone-number", methods=["PUT"], auth_level=ANONYMOUS)

@@ -117,6 +117,11 @@ export const smsStep = {
       try {
         follow(await ctx.api.post("phone-numbers", { country_code: "US" }));
       } catch (err) {
+        if (err instanceof ApiError && err.code === "provisioning_in_progress" && err.body.operation_id) {
+          // A number is already on its way (another tab, a double click): show that one.
+          follow({ operation_id: err.body.operation_id, status: "running", step: "searching" });
+          return;
+        }
         generate.disabled = false;
         const problems = err instanceof ApiError ? err.problems.map((p) => p.message) : [];
         generateError.textContent = [err.message, ...problems].join(" ");
