@@ -46,14 +46,29 @@ class AzuriteEndpoints:
         )
 
 
-def _wait_for_port(port: int, deadline: float) -> None:
+def _wait_for_port(proc: subprocess.Popen, port: int, deadline: float) -> None:
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Azurite exited (code {proc.returncode}) before opening port {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"Azurite did not open port {port}")
+
+
+def _parent_death_signal():
+    """A preexec function making the child get SIGTERM when the process that started Azurite
+    dies, however it dies (closed terminal, kill -9), so no emulator outlives the stack or a
+    test run. Resolved here, in the parent: after fork the child only makes the one call."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: Stack.stop still stops it
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Azurite:
@@ -87,11 +102,16 @@ class Azurite:
             location.mkdir(parents=True, exist_ok=True)
             args += ["--location", str(location)]
         self._proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_parent_death_signal(),
         )
         deadline = time.monotonic() + timeout
-        for port in (self.endpoints.queue_port, self.endpoints.table_port):
-            _wait_for_port(port, deadline)
+        try:
+            for port in (self.endpoints.queue_port, self.endpoints.table_port):
+                _wait_for_port(self._proc, port, deadline)
+        except RuntimeError:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from connector.composition import Container
 from connector.domain.endpoint import Environment, FhirEndpoint
 from connector.domain.tenant import Tenant
-from connector.errors import Conflict
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,12 @@ def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
         timezone=demo.timezone,
         created_at=now,
     )
-    try:
+    existing = deps.endpoints.get_endpoint(demo.tenant_id, endpoint.endpoint_id)
+    if existing is None:
         deps.endpoints.add_endpoint(endpoint)
-    except Conflict:  # seeded by an earlier start
-        pass
-    return deps.endpoints.find_by_base_url(demo.fhir_base_url).item
+    elif existing.item != endpoint.model_copy(update={"created_at": existing.item.created_at}):
+        # seeded by an earlier start with other ports or ids: bring it up to date
+        refreshed = endpoint.model_copy(update={"created_at": existing.item.created_at,
+                                                "linked_number": existing.item.linked_number})
+        deps.endpoints.save_endpoint(refreshed, existing.etag, previous_base_url=existing.item.base_url)
+    return deps.endpoints.get_endpoint(demo.tenant_id, endpoint.endpoint_id).item

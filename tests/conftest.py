@@ -20,6 +20,17 @@ DATA = Path(__file__).parent / "data"
 pytest_plugins = ["tests.integration.admin_fixtures"]
 
 
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """Tests build their settings themselves: a developer's CONNECTOR_* variables or storage
+    connection must not leak in."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CONNECTOR_") or key.startswith("AzureWebJobsStorage"):
+            monkeypatch.delenv(key)
+
+
 @pytest.fixture(scope="session")
 def azurite() -> AzuriteEndpoints:
     endpoints = AzuriteEndpoints(free_port(), free_port(), free_port())

@@ -7,6 +7,7 @@ the repositories it needs; another tenant's records are simply not found.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -20,6 +21,10 @@ from connector.domain.integration import IntegrationRecord, integration_record
 from connector.domain.tenant import Consent, Tenant
 from connector.domain.validation import ValidationReport
 from connector.errors import InvalidInput, NotFound, PreconditionRequired, Problem, UnprocessableInput
+
+# What admins changed, for the clinic's IT and support: ids and outcomes only, never a name,
+# a URL's query, a token or a body.
+audit = logging.getLogger("connector.audit")
 
 ENDPOINT_ID = re.compile(FhirEndpoint.model_fields["endpoint_id"].metadata[0].pattern)
 Validate = Callable[[str, Environment], ValidationReport]
@@ -66,6 +71,8 @@ def _now() -> datetime:
 def onboard_tenant(tenants: TenantRepository, tenant_id: str, region: str) -> tuple[Tenant, bool]:
     """Create the tenant in this stamp on first setup. Returns (tenant, created)."""
     created = tenants.onboard_tenant(Tenant(tenant_id=tenant_id, region=region, created_at=_now()))
+    if created:
+        audit.info("tenant %s onboarded in stamp %s", tenant_id, region)
     return tenants.get_tenant(tenant_id).item, created
 
 
@@ -86,6 +93,7 @@ def record_sms_consents(tenants: TenantRepository, tenant_id: str, by_oid: str, 
         "sms_data_consent": (tenant.sms_data_consent or consent) if data else None,
     })
     tenants.save_tenant(changed, stored.etag)
+    audit.info("tenant %s SMS consents set by %s: terms=%s data=%s", tenant_id, by_oid, terms, data)
     return changed
 
 
@@ -134,6 +142,7 @@ def add_endpoint(
         **{**draft.model_dump(), **_discovered(report)},
     )
     endpoints.add_endpoint(endpoint)
+    audit.info("tenant %s added endpoint %s (%s)", tenant_id, endpoint.endpoint_id, endpoint.environment.value)
     return endpoints.get_endpoint(tenant_id, endpoint.endpoint_id)
 
 
@@ -156,12 +165,14 @@ def change_endpoint(
         report = _validated(validate, updated.base_url, updated.environment)
         updated = updated.model_copy(update=_discovered(report))
     endpoints.save_endpoint(updated, etag, previous_base_url=current.base_url)
+    audit.info("tenant %s changed endpoint %s (%s)", tenant_id, endpoint_id, ",".join(sorted(change.given())))
     return endpoints.get_endpoint(tenant_id, endpoint_id)
 
 
 def remove_endpoint(endpoints: EndpointRepository, tenant_id: str, endpoint_id: str, if_match: str | None) -> None:
     stored = get_endpoint(endpoints, tenant_id, endpoint_id)
     endpoints.remove_endpoint(stored.item, _required_etag(if_match))
+    audit.info("tenant %s removed endpoint %s", tenant_id, endpoint_id)
 
 
 # Table Storage ETags, as this API hands them out in ETag headers and views.

@@ -44,6 +44,8 @@ class LoopbackServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # Idle keep-alive connections must not hold a stop for long.
+            timeout_graceful_shutdown=1,
             ssl_certfile=str(certfile) if certfile else None,
             ssl_keyfile=str(keyfile) if keyfile else None,
         )
@@ -70,7 +72,12 @@ class LoopbackServer:
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(timeout / 2)
+            if self._thread.is_alive():  # connections that will not close: cut them
+                self._server.force_exit = True
+                self._thread.join(timeout / 2)
+            if self._thread.is_alive():
+                raise RuntimeError(f"{self.name} on port {self.port} did not stop")
             self._thread = None
 
     def __enter__(self) -> "LoopbackServer":

@@ -228,8 +228,10 @@ def test_sms_needs_both_consents_with_who_and_when(admin):
 
 def test_tokens_and_bodies_never_reach_the_log(admin, admin_env, caplog):
     caplog.set_level(logging.DEBUG)
-    add(admin, admin_env.fhir_base, display_name="Dr Jane Example clinic")
+    created = body_of(add(admin, admin_env.fhir_base, display_name="Dr Jane Example clinic"))
     call(endpoints.list_endpoints, "GET", token=admin_env.token(expires_in=-600))
+    audit = [r.getMessage() for r in caplog.records if r.name == "connector.audit"]
+    assert audit == [f"tenant {entra.CONTOSO_TID} added endpoint {created['endpoint_id']} (test)"]  # the log is live
     assert admin not in caplog.text
     assert "Jane" not in caplog.text
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from dev.host import LocalFunctionsHost
-from tests.integration.hostapps import HostProject, write_project
+from tests.integration.hostapps import HostProject, wait_until, write_project
 
 pytestmark = pytest.mark.integration
 
@@ -129,6 +129,8 @@ def test_the_log_never_holds_headers_bodies_queries_or_concrete_paths(
             headers={"X-Test": "header-secret"},
             content=b"body-secret",
         )
+        # the access line is written once the response is sent: wait for it, don't race it
+        assert wait_until(lambda: any(r.name == "dev.host.http" for r in caplog.records), timeout=5)
     assert response.status_code == 201
 
     access = [r.getMessage() for r in caplog.records if r.name == "dev.host.http"]

@@ -104,7 +104,8 @@ def test_a_message_that_always_fails_ends_in_the_poison_queue_after_max_dequeue_
     assert wait_until(lambda: queue_host.message_count(poison) == 1, timeout=15)
     assert [m.dequeue_count for m, _ in queue_host.calls_of("always_fails")] == [1, 2, 3]
     assert all(m.get_body() == original.encode() for m, _ in queue_host.calls_of("always_fails"))
-    assert queue_host.message_count(queue_host.fail_queue) == 0
+    # copied to poison first, deleted from the queue second: wait for the delete too
+    assert wait_until(lambda: queue_host.message_count(queue_host.fail_queue) == 0)
 
     raw = [m.content for m in queue_host.client(poison).peek_messages()]
     assert raw == [base64.b64encode(original.encode()).decode()]  # the original text, untouched
@@ -121,7 +122,7 @@ def test_a_message_that_is_not_base64_goes_to_poison_without_calling_the_functio
     assert wait_until(lambda: queue_host.message_count(poison) == 1)
     assert [m.content for m in queue_host.client(poison).peek_messages()] == ["not base64 at all!"]
     assert queue_host.calls_of("consume") == []
-    assert queue_host.message_count(queue_host.in_queue) == 0
+    assert wait_until(lambda: queue_host.message_count(queue_host.in_queue) == 0)
 
 
 def test_admin_api_runs_a_queue_function_with_the_input_as_body(queue_host: QueueHost) -> None:

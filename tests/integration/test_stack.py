@@ -50,9 +50,13 @@ def stack(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_") and k != "AzureWebJobsStorage"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc, ports, tmp_path / "data"
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    if proc.poll() is None:  # a failed test: stop it as a user would, then make sure
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_for_banner(proc: subprocess.Popen, timeout: float = 90) -> str:
@@ -97,6 +101,27 @@ def test_stack_comes_up_seeded_and_ctrl_c_leaves_nothing_behind(stack):
     time.sleep(0.5)
     assert not any(port_open(port) for port in ports.values()), "a port is still served after Ctrl-C"
     assert processes_mentioning(str(data_dir)) == [], "a child process outlived the stack"
+
+
+def test_closing_the_terminal_stops_everything_too(stack):
+    proc, ports, data_dir = stack
+    wait_for_banner(proc)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=30) == 0
+    time.sleep(0.5)
+    assert processes_mentioning(str(data_dir)) == [], "Azurite outlived the stack"
+    assert not any(port_open(port) for port in ports.values())
+
+
+def test_azurite_dies_with_a_killed_stack(stack):
+    proc, ports, data_dir = stack
+    wait_for_banner(proc)
+    proc.kill()  # no handler runs: only the parent-death signal can stop Azurite now
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while processes_mentioning(str(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_mentioning(str(data_dir)) == []
 
 
 def test_a_taken_port_is_a_plain_error(stack_port_taken):
