@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nThe stack is up. Open:", flush=True)
     for label, url in stack.urls.items():
         print(f"  {label:<{width}}  {url}", flush=True)
+    print("\nSign in to the portal as Avery Lindqvist (Global Administrator of Contoso Clinic, the"
+          "\ndemo tenant), or Samira Haddad (Fabrikam Health, not set up yet).", flush=True)
     print("\nCtrl-C stops everything.", flush=True)
     try:
         stop.wait()
