@@ -36,6 +36,23 @@ class Problem:
         return {"field": self.field, "message": self.message}
 
 
+# pydantic's wording where it would puzzle an admin (a regex, "Value error, ...").
+_READABLE = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of this request",
+    "string_pattern_mismatch": "has characters or a form that is not allowed here",
+}
+
+
+def problems_from(validation_error) -> list[Problem]:
+    """A pydantic ValidationError as problems: each field's path and a sentence, never its value."""
+    return [
+        Problem(".".join(str(part) for part in error["loc"]) or "body",
+                _READABLE.get(error["type"]) or error["msg"].removeprefix("Value error, "))
+        for error in validation_error.errors(include_input=False, include_url=False)
+    ]
+
+
 class ConnectorError(Exception):
     """Base of every error the connector raises on purpose."""
 

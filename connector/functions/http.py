@@ -11,7 +11,9 @@ from typing import TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from connector.errors import ConfigurationError, ConnectorError, InvalidInput, NotAuthenticated, Problem
+from connector.errors import (
+    ConfigurationError, ConnectorError, InvalidInput, NotAuthenticated, Problem, problems_from,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,20 +49,6 @@ def error_response(error: Exception) -> func.HttpResponse:
     return json_response({"error": "internal_error", "message": "unexpected error; see the host log"}, 500)
 
 
-# pydantic's wording where it would puzzle an admin (a regex, "Value error, ...").
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a field of this request",
-    "string_pattern_mismatch": "has characters or a form that is not allowed here",
-}
-
-
-def _readable(error: dict) -> str:
-    if error["type"] in _MESSAGES:
-        return _MESSAGES[error["type"]]
-    return error["msg"].removeprefix("Value error, ")
-
-
 def parse_body(req: func.HttpRequest, model: type[M]) -> M:
     """The request's JSON body as ``model``; every problem named by its field, no values echoed."""
     try:
@@ -74,11 +62,7 @@ def parse_body(req: func.HttpRequest, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            Problem(".".join(str(part) for part in error["loc"]) or "body", _readable(error))
-            for error in exc.errors(include_input=False, include_url=False)
-        ]
-        raise InvalidInput("some fields are missing or invalid", problems=problems) from None
+        raise InvalidInput("some fields are missing or invalid", problems=problems_from(exc)) from None
 
 
 def handles_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]):

@@ -20,7 +20,9 @@ from connector.domain.endpoint import EndpointChange, EndpointDraft, Environment
 from connector.domain.integration import IntegrationRecord, integration_record
 from connector.domain.tenant import Consent, Tenant
 from connector.domain.validation import ValidationReport
-from connector.errors import InvalidInput, NotFound, PreconditionRequired, Problem, UnprocessableInput
+from connector.errors import (
+    InvalidInput, NotFound, PreconditionRequired, Problem, UnprocessableInput, problems_from,
+)
 
 # What admins changed, for the clinic's IT and support: ids and outcomes only, never a name,
 # a URL's query, a token or a body.
@@ -159,7 +161,7 @@ def change_endpoint(
     except ValidationError as exc:
         raise UnprocessableInput(
             "the change would leave the endpoint invalid",
-            problems=[Problem(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors(include_input=False)],
+            problems=problems_from(exc),
         ) from None
     if change.needs_validation:
         report = _validated(validate, updated.base_url, updated.environment)
