@@ -8,12 +8,14 @@ API's JWKS validator run against it unchanged:
   ``{public_url}/{tid}/v2.0``; ``{tenantid}`` template for the multi-tenant segments)
 - ``GET  /{tenant}/discovery/v2.0/keys``                    JWKS (RS256, selected by kid)
 - ``GET|POST /{tenant}/oauth2/v2.0/authorize``              account picker, auth code + PKCE
-- ``POST /{tenant}/oauth2/v2.0/token``                      code and refresh_token grants
+- ``POST /{tenant}/oauth2/v2.0/token``                      code and refresh_token grants, and
+  client_credentials for the connector's Graph app (app-only Microsoft Graph tokens)
 - ``GET  /{tenant}/oauth2/v2.0/logout``                     end session
-- ``/_sandbox/tokens``, ``/_sandbox/directory``, ``/_sandbox/keys/rotate``, ``/_sandbox/faults``
+- ``/_sandbox/tokens``, ``/_sandbox/app-tokens``, ``/_sandbox/directory``, ``/_sandbox/keys/rotate``, ``/_sandbox/faults``
 
 Build it with :func:`create_app`; mint tokens in-process with
-``app.state.issuer.mint_access_token(...)``. Serve it over https (MSAL refuses http
+``app.state.issuer.mint_access_token(...)`` (delegated, for the admin API) or
+``app.state.issuer.mint_app_token(...)`` (app-only, for the Graph simulator). Serve it over https (MSAL refuses http
 authorities) with :class:`dev.sandbox.server.LoopbackServer` and
 :func:`dev.sandbox.tls.ensure_local_tls`, or with the whole sandbox: ``python -m dev.stack --no-host``.
 """
@@ -24,9 +26,16 @@ from .directory import (
     API_APP_ID_URI,
     API_CLIENT_ID,
     API_SCOPE,
+    CONTOSO_ORGANIZER_OID,
     CONTOSO_TID,
+    FABRIKAM_ORGANIZER_OID,
     FABRIKAM_TID,
     GLOBAL_ADMINISTRATOR,
+    GRAPH_APP_CLIENT_ID,
+    GRAPH_APP_CLIENT_SECRET,
+    MICROSOFT_GRAPH_APP_ID,
+    MICROSOFT_GRAPH_RESOURCE,
+    ONLINE_MEETINGS_ROLE,
     PORTAL_CLIENT_ID,
     AppRegistration,
     Directory,
@@ -41,9 +50,16 @@ __all__ = [
     "API_APP_ID_URI",
     "API_CLIENT_ID",
     "API_SCOPE",
+    "CONTOSO_ORGANIZER_OID",
     "CONTOSO_TID",
+    "FABRIKAM_ORGANIZER_OID",
     "FABRIKAM_TID",
     "GLOBAL_ADMINISTRATOR",
+    "GRAPH_APP_CLIENT_ID",
+    "GRAPH_APP_CLIENT_SECRET",
+    "MICROSOFT_GRAPH_APP_ID",
+    "MICROSOFT_GRAPH_RESOURCE",
+    "ONLINE_MEETINGS_ROLE",
     "PORTAL_CLIENT_ID",
     "AppRegistration",
     "Directory",

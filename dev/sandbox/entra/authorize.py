@@ -33,6 +33,7 @@ from .errors import (
     TENANT_NOT_FOUND,
     UNSUPPORTED_RESPONSE_MODE,
     UNSUPPORTED_RESPONSE_TYPE,
+    USER_DISABLED,
     USER_NOT_FOUND,
     BadAuthorizeRequest,
     OAuthError,
@@ -170,6 +171,8 @@ def authorize_routes(issuer: TokenIssuer, grants: GrantStore) -> list[Route]:
         found = directory.find_user(oid)
         if found is None or not auth.authority.allows(found[0]):
             raise BadAuthorizeRequest(USER_NOT_FOUND)
+        if not found[1].sign_in_allowed:
+            raise BadAuthorizeRequest(USER_DISABLED)
         return found
 
     async def authorize(request: Request) -> Response:

@@ -38,13 +38,13 @@ def openid_configuration(
         "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "fragment"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        # Public clients only (the SPA): there is no client secret or certificate here.
-        "token_endpoint_auth_methods_supported": ["none"],
+        # The SPA is a public client; the connector's Graph app authenticates with a secret.
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "nbf", "nonce", "name", "preferred_username",
             "oid", "tid", "ver", "sid",

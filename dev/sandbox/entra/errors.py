@@ -96,6 +96,28 @@ SPA_NOT_CROSS_ORIGIN = Aadsts(
     "cross-origin requests.")
 UNSUPPORTED_GRANT_TYPE = Aadsts(
     "unsupported_grant_type", 70003, "The app requested an unsupported grant type '{grant_type}'.")
+USER_DISABLED = Aadsts("invalid_grant", 50057, "The user account is disabled.")
+# The client credentials grant (confidential clients: the connector's Graph app).
+CLIENT_SECRET_MISSING = Aadsts(
+    "invalid_client", 7000218,
+    "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+CLIENT_SECRET_INVALID = Aadsts(
+    "invalid_client", 7000215,
+    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
+    "value, not the client secret ID, for a secret added to app '{client_id}'.")
+PUBLIC_CLIENT_SECRET = Aadsts(
+    "invalid_client", 700025,
+    "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.")
+SERVICE_PRINCIPAL_MISSING = Aadsts(
+    "invalid_client", 7000229,
+    "The client application {client_id} is missing service principal in the tenant {tenant}.")
+TENANT_REQUIRED = Aadsts(
+    "invalid_request", 900023,
+    "Specified tenant identifier '{tenant}' is neither a valid DNS name, nor a valid external domain.")
+DEFAULT_SCOPE_REQUIRED = Aadsts(
+    "invalid_scope", 1002012,
+    "The provided value for scope {scope} is not valid. Client credential flows must have a scope value "
+    "with /.default suffixed to the resource identifier (application ID URI).")
 
 
 class BadAuthorizeRequest(Exception):

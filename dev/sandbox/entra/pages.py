@@ -64,7 +64,8 @@ def account_picker(
 def _tenant_section(tenant: Tenant, hint: str) -> str:
     heading_id = f"t-{tenant.tid}"
     buttons = []
-    for user in tenant.users:
+    # Accounts whose sign-in is blocked (the meetings account) are never offered.
+    for user in (u for u in tenant.users if u.sign_in_allowed):
         role = "Global Administrator" if user.is_global_administrator else "User"
         hinted = ' aria-describedby="hint"' if hint == user.user_principal_name.lower() else ""
         buttons.append(

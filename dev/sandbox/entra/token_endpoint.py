@@ -1,36 +1,54 @@
-"""``/{tenant}/oauth2/v2.0/token``: redeem a code (with PKCE) or a refresh token.
+"""``/{tenant}/oauth2/v2.0/token``: redeem a code (with PKCE) or a refresh token, or the
+client credentials grant of a confidential app.
 
 SPA rules as Entra enforces them: the request must be cross-origin (an ``Origin``
 header, i.e. made by the browser with fetch), PKCE is mandatory, the code is single use
 and bound to its client and redirect URI, and refresh tokens live 24 hours.
+
+Client credentials (``grant_type=client_credentials``), for the connector's Graph app:
+the client authenticates with its secret (``client_secret`` in the form, or HTTP Basic
+as RFC 6749 2.3.1 allows), the authority must name one tenant (a tenant id or domain:
+app-only tokens are always issued in a tenant), the app must be consented there (else
+AADSTS7000229), and ``scope`` must be ``{resource}/.default`` for Microsoft Graph. The
+answer has no refresh token and no id token; a wrong secret is Entra's ``invalid_client``
+with AADSTS7000215 and status 401.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .authority import Authority, resolve_authority
-from .directory import AppRegistration
+from .directory import MICROSOFT_GRAPH_RESOURCES, AppRegistration
 from .errors import (
     APP_NOT_FOUND,
+    CLIENT_SECRET_INVALID,
+    CLIENT_SECRET_MISSING,
     CODE_EXPIRED,
     CODE_REDEEMED,
+    DEFAULT_SCOPE_REQUIRED,
     GRANT_MALFORMED,
     GRANT_MISMATCH,
     MISSING_PARAMETER,
     PKCE_MISMATCH,
     PKCE_REQUIRED,
+    PUBLIC_CLIENT_SECRET,
+    RESOURCE_NOT_FOUND,
+    SERVICE_PRINCIPAL_MISSING,
     SPA_NOT_CROSS_ORIGIN,
     SPA_REFRESH_TOKEN_EXPIRED,
     TENANT_NOT_FOUND,
+    TENANT_REQUIRED,
     UNSUPPORTED_GRANT_TYPE,
     USER_NOT_FOUND,
     OAuthError,
@@ -130,6 +148,55 @@ def token_response(
     return body
 
 
+def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """``Authorization: Basic`` client credentials (each part form-urlencoded, RFC 6749 2.3.1)."""
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    return (unquote(client_id), unquote(secret)) if sep else None
+
+
+def authenticate_confidential_client(client: AppRegistration, secret: str | None) -> None:
+    if not client.is_confidential:
+        if secret:
+            raise OAuthError(PUBLIC_CLIENT_SECRET, status=401)
+        raise OAuthError(CLIENT_SECRET_MISSING, status=401)
+    if not secret:
+        raise OAuthError(CLIENT_SECRET_MISSING, status=401)
+    if not any(hmac.compare_digest(secret.encode(), known.encode()) for known in client.client_secrets):
+        raise OAuthError(CLIENT_SECRET_INVALID, status=401, client_id=client.client_id)
+
+
+def client_credentials_response(
+    issuer: TokenIssuer, authority: Authority, client: AppRegistration, scope: str
+) -> dict[str, Any]:
+    """An app-only Microsoft Graph token for ``client`` in the authority's tenant."""
+    if authority.tenant is None:
+        raise OAuthError(TENANT_REQUIRED, tenant=authority.segment)
+    if not scope:
+        raise OAuthError(MISSING_PARAMETER, name="scope")
+    requested = scope.split()
+    if len(requested) != 1 or not requested[0].endswith("/.default"):
+        raise OAuthError(DEFAULT_SCOPE_REQUIRED, scope=scope)
+    resource = requested[0].removesuffix("/.default")
+    if resource not in MICROSOFT_GRAPH_RESOURCES:
+        raise OAuthError(RESOURCE_NOT_FOUND, resource=resource)
+    if not client.consented_in(authority.tenant.tid):
+        raise OAuthError(SERVICE_PRINCIPAL_MISSING, client_id=client.client_id, tenant=authority.tenant.tid)
+    claims = issuer.app_token_claims(authority.tenant, client)
+    return {
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_LIFETIME,
+        "ext_expires_in": ACCESS_TOKEN_LIFETIME,
+        "access_token": issuer.sign(claims),
+    }
+
+
 def token_routes(issuer: TokenIssuer, grants: GrantStore) -> list[Route]:
     directory = issuer.directory
 
@@ -140,13 +207,18 @@ def token_routes(issuer: TokenIssuer, grants: GrantStore) -> list[Route]:
             if authority is None:
                 raise OAuthError(TENANT_NOT_FOUND, tenant=segment)
             form = await form_params(request)
-            client_id = _required(form, "client_id")
+            basic = basic_credentials(request.headers.get("authorization"))
+            client_id = basic[0] if basic and not form.get("client_id") else _required(form, "client_id")
             client = directory.app(client_id)
             if client is None:
                 raise OAuthError(APP_NOT_FOUND, client_id=client_id)
             if client.is_spa and "origin" not in request.headers:
                 raise OAuthError(SPA_NOT_CROSS_ORIGIN)
             grant_type = form.get("grant_type", "")
+            if grant_type == "client_credentials":
+                authenticate_confidential_client(client, form.get("client_secret") or (basic[1] if basic else None))
+                body = client_credentials_response(issuer, authority, client, form.get("scope", ""))
+                return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
             if grant_type == "authorization_code":
                 grant = redeem_code(form, client, authority, grants)
             elif grant_type == "refresh_token":

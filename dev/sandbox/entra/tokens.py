@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import jwt
 
-from .directory import Directory, Tenant, User
+from .directory import MICROSOFT_GRAPH_RESOURCE, AppRegistration, Directory, Tenant, User
 from .keys import KeySet, SigningKey, b64url
 
 SignedBy = Literal["current", "previous", "foreign", "forged"]
@@ -52,6 +52,11 @@ class TokenIssuer:
     # --- names -----------------------------------------------------------------
     def issuer(self, tid: str) -> str:
         return f"{self.public_url}/{tid}/v2.0"
+
+    def issuer_v1(self, tid: str) -> str:
+        """The v1.0 issuer, ``https://sts.windows.net/{tid}/`` in Entra: resources that accept
+        only v1.0 tokens (Microsoft Graph) get tokens from it, whichever endpoint was asked."""
+        return f"{self.public_url}/{tid}/"
 
     @property
     def issuer_template(self) -> str:
@@ -148,6 +153,81 @@ class TokenIssuer:
         if wids:
             claims["wids"] = list(user.wids)
         return claims
+
+    def app_token_claims(
+        self,
+        tenant: Tenant,
+        app: AppRegistration,
+        *,
+        audience: str = MICROSOFT_GRAPH_RESOURCE,
+        roles: tuple[str, ...] | None = None,
+        expires_in: int = ACCESS_TOKEN_LIFETIME,
+        not_before_offset: int = 0,
+    ) -> dict[str, Any]:
+        """An app-only (client credentials) access token for Microsoft Graph, as Entra issues it.
+
+        Graph accepts v1.0 tokens only, so even the v2.0 token endpoint answers with one:
+        ``ver`` "1.0", ``iss``/``idp`` the v1.0 issuer, ``aud`` Graph's application ID URI
+        ``https://graph.microsoft.com``, the app in ``appid`` (``appidacr`` "1": a client
+        secret), ``idtyp`` "app", the service principal as ``oid``/``sub``, the consented
+        application permissions in ``roles``, and no ``scp`` (nobody signed in).
+        """
+        now = int(time.time())
+        exp = now + expires_in
+        iat = now if expires_in > 0 else exp - ACCESS_TOKEN_LIFETIME
+        sp_oid = app.service_principal_oid(tenant.tid)
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": self.issuer_v1(tenant.tid),
+            "iat": iat,
+            "nbf": iat + not_before_offset if expires_in > 0 else iat,
+            "exp": exp,
+            "app_displayname": app.display_name,
+            "appid": app.client_id,
+            "appidacr": "1",
+            "idp": self.issuer_v1(tenant.tid),
+            "idtyp": "app",
+            "oid": sp_oid,
+            "sub": sp_oid,
+            "tid": tenant.tid,
+            "uti": b64url(secrets.token_bytes(16)),
+            "ver": "1.0",
+        }
+        granted = app.graph_app_roles if roles is None else roles
+        if granted:
+            claims["roles"] = list(granted)
+        return claims
+
+    def mint_app_token(
+        self,
+        tenant: str,
+        client_id: str,
+        *,
+        audience: str = MICROSOFT_GRAPH_RESOURCE,
+        roles: Iterable[str] | None = None,
+        expires_in: int = ACCESS_TOKEN_LIFETIME,
+        not_before_offset: int = 0,
+        signed_by: SignedBy = "current",
+        claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """An app-only Graph token for ``client_id`` in ``tenant`` without the token endpoint
+        (tests make the tokens Graph must refuse with the same options as :meth:`mint_access_token`)."""
+        found_tenant = self.directory.tenant(tenant)
+        if found_tenant is None:
+            raise UnknownPrincipal(f"no tenant {tenant!r} in the sandbox directory")
+        app = self.directory.app(client_id)
+        if app is None:
+            raise UnknownPrincipal(f"no app {client_id!r} in the sandbox directory")
+        payload = self.app_token_claims(
+            found_tenant, app, audience=audience, roles=None if roles is None else tuple(roles),
+            expires_in=expires_in, not_before_offset=not_before_offset,
+        )
+        for name, value in (claims or {}).items():
+            if value is None:
+                payload.pop(name, None)
+            else:
+                payload[name] = value
+        return self.sign(payload, signed_by)
 
     def id_token(
         self, tenant: Tenant, user: User, client_id: str, nonce: str | None, sid: str | None
