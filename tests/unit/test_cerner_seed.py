@@ -16,8 +16,9 @@ from dev.sandbox.cerner.discovery import capability_statement, smart_configurati
 from dev.sandbox.cerner.errors import FhirError
 from dev.sandbox.cerner.patch import apply_appointment_patch
 from dev.sandbox.cerner.scopes import SCOPES_SUPPORTED
-from dev.sandbox.cerner.search import SearchError, parse_date
+from dev.sandbox.cerner.search import SearchError, date_range, parse_date
 from dev.sandbox.cerner.seed import build_seed, is_video_visit
+from dev.sandbox.cerner.store import next_version
 from dev.sandbox.cerner.urls import CernerUrls
 
 TODAY = date(2026, 1, 15)
@@ -72,12 +73,30 @@ def test_seed_covers_the_demo_day():
     assert seed.video_visit_id == "4826003"
 
 
-def test_video_visits_carry_cerners_contained_meeting_rooms():
+def test_linked_video_visits_carry_cerners_contained_meeting_rooms():
+    seed = build_seed(today=TODAY)
+    assert seed.linked_video_visit_ids == ["4826001", "4826009"]
+    visit = seed.appointment("4826009")
+    published = cerner_fixture("appointment-read-4817572-video-visit.json")
+    # As published: patient room first, then provider room, referenced from participants.
+    assert [c["type"][0]["text"] for c in visit["contained"]] == \
+        [c["type"][0]["text"] for c in published["contained"]] == \
+        ["Patient Virtual Meeting Room", "Provider Virtual Meeting Room"]
+    assert [c["id"] for c in visit["contained"]] == ["28", "31"]
+    assert set(visit["contained"][0]) == set(published["contained"][0])
+    assert {"#28", "#31"} <= {p["actor"].get("reference") for p in visit["participant"]}
+    assert visit["contained"][1]["telecom"][0]["value"] == "https://vv.example.org/rooms/4826009/provider"
+    # A two-part version, like the published "2-1" of a video visit with links.
+    assert visit["meta"]["versionId"] == "1-1" and published["meta"]["versionId"] == "2-1"
+
+
+def test_video_visits_waiting_for_links_have_no_rooms_but_the_video_visit_type():
     seed = build_seed(today=TODAY)
     visit = seed.appointment(seed.video_visit_id)
-    rooms = {c["id"]: c["type"][0]["text"] for c in visit["contained"]}
-    assert rooms == {"28": "Patient Virtual Meeting Room", "31": "Provider Virtual Meeting Room"}
-    assert {"#28", "#31"} <= {p["actor"].get("reference") for p in visit["participant"]}
+    assert "contained" not in visit
+    assert not any(p["actor"].get("reference", "").startswith("#") for p in visit["participant"])
+    assert visit["meta"]["versionId"] == "1"
+    assert is_video_visit(visit)
     assert visit["serviceType"][0]["coding"][0]["code"] == "2572307911"
     assert visit["start"] == "2026-01-15T16:30:00.000Z"  # video visits: UTC with milliseconds
     assert seed.appointment("4826002")["start"] == "2026-01-15T09:00:00-06:00"  # in person: local offset
@@ -133,36 +152,58 @@ def test_capability_statement_is_valid_r4b_with_oauth_uris():
     assert uris == {"authorize", "token", "revoke"}
 
 
-@pytest.mark.parametrize("value, low, length", [
-    ("2026-01-15", "2026-01-15T06:00:00+00:00", timedelta(days=1)),  # the local day, in UTC
-    ("2026-03-08", "2026-03-08T06:00:00+00:00", timedelta(hours=23)),  # DST starts: a 23-hour day
-    ("ge2026-01-15T10:00Z", "2026-01-15T10:00:00+00:00", timedelta(minutes=1)),
-    ("lt2026-01-15T10:00:00-06:00", "2026-01-15T16:00:00+00:00", timedelta(seconds=1)),
-    ("le2026-01-15T10:00:00.250Z", "2026-01-15T10:00:00.250000+00:00", timedelta(milliseconds=1)),
+@pytest.mark.parametrize("value, prefix, moment", [
+    ("ge2026-01-15T10:00:00Z", "ge", "2026-01-15T10:00:00+00:00"),
+    ("lt2026-01-15T10:00:00-06:00", "lt", "2026-01-15T16:00:00+00:00"),
+    ("ge2026-01-15T10:00:00.250Z", "ge", "2026-01-15T10:00:00.250000+00:00"),
+    ("ge2019-12-07T22:22:16.270Z", "ge", "2019-12-07T22:22:16.270000+00:00"),  # Cerner's example
 ])
-def test_date_values_stand_for_intervals(value, low, length):
+def test_date_values_are_ge_or_lt_an_instant(value, prefix, moment):
     bound = parse_date(value, CHICAGO)
-    assert bound.low.isoformat() == low
-    assert bound.high - bound.low == length
+    assert (bound.prefix, bound.moment.isoformat()) == (prefix, moment)
 
 
-@pytest.mark.parametrize("value", ["2026-1-5", "ne2026-01-15", "2026-01-15T10:00:00", "tomorrow"])
+@pytest.mark.parametrize("value", [
+    "2026-1-5", "tomorrow",
+    "2026-01-15", "ge2026-01-15",  # no time component
+    "ge2026-01-15T10:00:00", "ge2026-01-15T10:00Z",  # no zone; no seconds
+    "2026-01-15T10:00:00Z", "eq2026-01-15T10:00:00Z", "gt2026-01-15T10:00:00Z", "le2026-01-15T10:00:00Z",
+    "ne2026-01-15T10:00:00Z",  # only ge and lt
+])
 def test_bad_date_values_are_refused(value):
     with pytest.raises(SearchError):
         parse_date(value, CHICAGO)
 
 
+def test_date_ranges_need_one_ge_and_one_lt():
+    in_range = date_range(["lt2026-01-16T00:00:00Z", "ge2026-01-15T00:00:00Z"], CHICAGO)
+    assert in_range(datetime.fromisoformat("2026-01-15T00:00:00+00:00"))
+    assert not in_range(datetime.fromisoformat("2026-01-16T00:00:00+00:00"))
+    for values in (["ge2026-01-15T00:00:00Z"] * 2, ["lt2026-01-15T00:00:00Z"] * 2, ["ge2026-01-15T00:00:00Z"] * 3):
+        with pytest.raises(SearchError):
+            date_range(values, CHICAGO)
+
+
 def test_patch_follows_cerners_status_sequences():
     booked = build_seed(today=TODAY).appointment("4826003")
-    checked_in = apply_appointment_patch(booked, [{"op": "replace", "path": "/status", "value": "checked-in"}])
+    outcome = apply_appointment_patch(booked, [{"op": "replace", "path": "/status", "value": "checked-in"}])
+    checked_in = outcome.resource
     assert checked_in["status"] == "checked-in" and booked["status"] == "booked"
+    assert outcome.video_links is False
     with pytest.raises(FhirError) as refused:
         apply_appointment_patch(checked_in, [{"op": "replace", "path": "/status", "value": "booked"}])
     assert refused.value.status == 422
-    with pytest.raises(FhirError) as failed_test:
-        apply_appointment_patch(booked, [{"op": "test", "path": "/participant/0/actor/reference",
-                                          "value": "Patient/1"}])
-    assert failed_test.value.status == 409
+    # test is not among Cerner's documented operations: refused like any other.
+    with pytest.raises(FhirError) as not_documented:
+        apply_appointment_patch(booked, [{"op": "test", "path": "/status", "value": "booked"}])
+    assert not_documented.value.status == 422
     with pytest.raises(FhirError) as not_a_patch:
         apply_appointment_patch(booked, {"op": "replace"})
     assert not_a_patch.value.status == 400
+
+
+@pytest.mark.parametrize("version, links, expected", [
+    ("1", False, "2"), ("1", True, "2-1"), ("2-1", False, "3-1"), ("2-1", True, "3-2"), ("10", False, "11"),
+])
+def test_versions_move_like_cerners_two_part_video_visit_versions(version, links, expected):
+    assert next_version(version, links) == expected

@@ -2,7 +2,8 @@
 
 ``create_app(public_url=...)`` returns a Starlette app speaking Cerner's wire protocol on
 loopback, with Cerner's URL layout and quirks (tenant in the path, persona in the
-authorize URL, SMART v1 scopes only, Appointment search rules, If-Match patch):
+authorize URL, SMART v1 scopes only, Appointment search rules, If-Match patch including the
+Video Visit links):
 
 =====================  ==============================================================
 FHIR base (``iss``)    ``{public_url}/r4/{tenant_id}``
@@ -10,7 +11,12 @@ discovery              ``{base}/.well-known/smart-configuration``, ``{base}/meta
 authorize              ``{public_url}/tenants/{tenant_id}/protocols/oauth2/profiles/``
                        ``smart-v1/personas/{provider|patient}/authorize``
 token / revoke         ``.../profiles/smart-v1/token``, ``.../token/revoke``
+id_token issuer        ``{public_url}/tenants/{tenant_id}/oidc/idsps/{tenant_id}/`` (with its
+                       ``.well-known/openid-configuration``); keys at ``{public_url}/jwk``
 EHR launch (sandbox)   ``POST {public_url}/_sandbox/launch``
+PowerChart (sandbox)   ``GET {public_url}/_sandbox/powerchart``: today's schedule, a Teams
+                       button per booked video visit that launches the client whose
+                       ``launch_url`` is set (same window, ``?iss=&launch=``)
 =====================  ==============================================================
 
 The app's state is ``app.state.cerner`` (:class:`CernerSimulator`): register clients,
@@ -29,7 +35,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from ..faults import FaultInjectionMiddleware, control_routes
-from . import control, fhir
+from . import control, fhir, powerchart
 from .authorize import authorize
 from .clients import RegisteredClient
 from .seed import DEFAULT_TENANT, SeedData, build_seed
@@ -55,10 +61,13 @@ def create_app(*, public_url: str, tenant_id: str = DEFAULT_TENANT, clients: lis
     routes = [
         *control_routes(sim.faults),
         Route("/_sandbox/launch", control.launch, methods=["POST"]),
+        Route(urls.path(urls.powerchart), powerchart.page, methods=["GET"]),
+        Route(powerchart.LAUNCH_PATH, powerchart.launch, methods=["POST"]),
         Route("/_sandbox/schedule", control.schedule, methods=["GET"]),
         Route("/_sandbox/clients", control.clients, methods=["GET", "POST"]),
         Route("/_sandbox/audit", control.audit, methods=["GET"]),
         Route(urls.path(urls.jwks), control.jwks, methods=["GET"]),
+        Route(urls.path(urls.openid_configuration), control.openid_configuration, methods=["GET"]),
         Route(urls.path(urls.smart_style), control.smart_style, methods=["GET"]),
         Route(urls.path(urls.authorize("{persona}")), authorize, methods=["GET", "POST"]),
         Route(urls.path(urls.token), token, methods=["POST"]),

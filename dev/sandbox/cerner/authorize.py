@@ -7,6 +7,10 @@ back to the redirect_uri as ``error`` + ``error_description`` + ``state``.
 
 There is no login page: the sandbox user is implicit (the launch's user, else the demo
 clinician; the demo patient for the patient persona). Success redirects at once.
+
+An OpenID Connect ``nonce`` is kept with the code and echoed in the id_token (OIDC Core
+3.1.2.1 / 3.1.3.7: a client that sent one must find it there). Cerner's docs do not mention
+``nonce``; echoing it is what OIDC requires of any provider.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ async def authorize(request: Request) -> Response:
                    reason=error.description)
         return error.redirect(redirect_uri, state)
     code = sim.grants.issue_code(client_id=client.client_id, redirect_uri=redirect_uri, scopes=tuple(granted),
-                                 code_challenge=params["code_challenge"], persona=persona, context=context)
+                                 code_challenge=params["code_challenge"], persona=persona, context=context,
+                                 nonce=params.get("nonce") or None)
     sim.record("authorize", client_id=client.client_id, persona=persona, outcome="code", scope=" ".join(granted))
     return RedirectResponse(with_query(redirect_uri, {"code": code, "state": params["state"]}), 302)
 

@@ -7,6 +7,10 @@ Three kinds, told apart by their credentials (SMART App Launch "client types"):
 - confidential symmetric: ``client_secret``, sent with HTTP Basic (``client_secret_basic``);
 - confidential asymmetric: a JWK Set, inline (``jwks``) or fetched (``jwks_uri``), against
   which ``private_key_jwt`` client assertions are verified (SMART Backend Services).
+
+``launch_url`` is what Cerner's code console calls the app's *SMART launch URI*: where
+PowerChart sends the clinician (``{launch_url}?iss=...&launch=...``) for an EHR launch. The
+sandbox PowerChart page (``/_sandbox/powerchart``) launches the client that has one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -28,11 +33,18 @@ class RegisteredClient:
     # Requested scopes outside this set are dropped from the grant, as Cerner does.
     scopes: frozenset[str] | None = None
     name: str = ""
+    # The SMART launch URI of Cerner's code console; None: the app is not EHR-launchable.
+    launch_url: str | None = None
 
     def __post_init__(self) -> None:
         # A bare string would become a tuple of characters below: refuse it.
         if isinstance(self.redirect_uris, str) or isinstance(self.scopes, str):
             raise TypeError("redirect_uris and scopes must be lists of strings")
+        if self.launch_url is not None:
+            parts = urlsplit(self.launch_url) if isinstance(self.launch_url, str) else None
+            # PowerChart appends ?iss=&launch=: the URI must be absolute and carry no fragment.
+            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+                raise ValueError("launch_url must be an absolute http(s) URL without a fragment")
         # Accept lists from JSON / call sites, keep the record hashable and immutable.
         object.__setattr__(self, "redirect_uris", tuple(self.redirect_uris))
         if self.scopes is not None:
@@ -57,7 +69,7 @@ class RegisteredClient:
         """What the control API shows: no secrets, no keys."""
         kind = "public" if self.is_public else ("symmetric" if self.client_secret else "asymmetric")
         return {"client_id": self.client_id, "name": self.name, "kind": kind,
-                "redirect_uris": list(self.redirect_uris)}
+                "redirect_uris": list(self.redirect_uris), "launch_url": self.launch_url}
 
 
 @dataclass

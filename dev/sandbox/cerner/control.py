@@ -8,8 +8,8 @@
   :class:`RegisteredClient` field names as JSON), for runners in another process;
 - ``GET /_sandbox/audit[?event=token]``: what callers did, oldest first.
 
-Plus the jwks of the simulator's id_token key (``/jwk``, like Cerner's) and the SMART
-style document.
+Plus the jwks of the simulator's id_token key (``/jwk``, like Cerner's), the OpenID
+Provider Configuration of the id_token issuer and the SMART style document.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from datetime import date
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from . import discovery
 from .clients import RegisteredClient
 from .state import CernerSimulator
 
@@ -81,6 +82,10 @@ async def audit(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     return JSONResponse(_sim(request).jwks())
+
+
+async def openid_configuration(request: Request) -> Response:
+    return JSONResponse(discovery.openid_configuration(_sim(request).urls))
 
 
 async def smart_style(request: Request) -> Response:

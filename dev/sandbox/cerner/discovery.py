@@ -26,13 +26,15 @@ CAPABILITIES = (
     "permission-patient", "permission-user", "permission-offline", "permission-online", "permission-v1",
 )
 SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
-    "Appointment": ("_id", "patient", "practitioner", "location", "date", "status", "_count"),
+    "Appointment": ("_id", "patient", "practitioner", "location", "date", "-date-or-req-period", "status",
+                    "_count"),
     "Encounter": ("_id", "patient", "subject", "status", "_count"),
     "Location": ("_id",),
     "Patient": ("_id",),
     "Practitioner": ("_id",),
 }
-_PARAM_TYPES = {"date": "date", "_count": "number", "_id": "token", "status": "token"}
+_PARAM_TYPES = {"date": "date", "-date-or-req-period": "date", "_count": "number", "_id": "token",
+                "status": "token"}
 
 
 def smart_configuration(urls: CernerUrls) -> dict[str, Any]:
@@ -48,6 +50,30 @@ def smart_configuration(urls: CernerUrls) -> dict[str, Any]:
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": list(CAPABILITIES),
+    }
+
+
+def openid_configuration(urls: CernerUrls) -> dict[str, Any]:
+    """The OpenID Provider Configuration at ``{id_token iss}.well-known/openid-configuration``.
+
+    Field for field Cerner's published example (fhir.cerner.com/authorization/openid-connect/),
+    including its oddity: ``authorization_endpoint`` and ``token_endpoint`` both equal the
+    issuer URL. What a client takes from it is ``issuer`` and ``jwks_uri``; the SMART
+    endpoints come from ``.well-known/smart-configuration``, which (like Cerner's) names
+    ``jwks_uri`` but no ``issuer``.
+    """
+    return {
+        "response_types_supported": ["code"],
+        "request_parameter_supported": False,
+        "require_request_uri_registration": False,
+        "request_uri_parameter_supported": True,
+        "claims_parameter_supported": False,
+        "jwks_uri": urls.jwks,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "issuer": urls.oidc_issuer,
+        "authorization_endpoint": urls.oidc_issuer,
+        "token_endpoint": urls.oidc_issuer,
     }
 
 

@@ -23,7 +23,7 @@ from .discovery import capability_statement, smart_configuration
 from .errors import FhirError, fhir_response
 from .grants import AccessToken
 from .paging import PAGING_PARAMS, Page, parse_count
-from .patch import apply_appointment_patch
+from .patch import apply_appointment_patch, touches_video_links
 from .search import SearchError, build_query
 from .state import CernerSimulator
 
@@ -141,12 +141,16 @@ def _sort_key(resource: dict) -> tuple:
 
 @interaction
 async def patch(request: Request) -> Response:
-    """Cerner's Appointment PATCH: If-Match required (412 without it, 409 when stale)."""
+    """Cerner's Appointment PATCH: If-Match required (412 without it, 409 when stale); the
+    operations are :mod:`.patch`'s. 200 with no body and the new ETag, as Cerner answers."""
     sim = _sim(request)
     resource_type, resource_id = request.path_params["type"], request.path_params["id"]
-    _authorize(request, sim, resource_type, "write")
+    token = _authorize(request, sim, resource_type, "write")
     if resource_type != "Appointment":
         raise FhirError(405, "not-supported", "PATCH is simulated for Appointment only.")
+    if not scopes.covers([s for s in token.scopes if not s.startswith("patient/")], resource_type, "write"):
+        # Appointment Patch's authorization types are provider and system, not patient.
+        raise FhirError(403, "forbidden", "Appointment PATCH needs a user/ or system/ Appointment.write scope.")
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json-patch+json":
         raise FhirError(415, "not-supported", "PATCH needs Content-Type: application/json-patch+json.")
     current = sim.store.get(resource_type, resource_id)
@@ -163,8 +167,14 @@ async def patch(request: Request) -> Response:
         operations = json.loads(await request.body())
     except ValueError:
         raise FhirError(400, "structure", "The body is not valid JSON.") from None
-    patched = apply_appointment_patch(current, operations)
-    stored = sim.store.replace_versioned(patched, expected, datetime.now(timezone.utc))
+    if touches_video_links(operations) and not scopes.covers(token.scopes, resource_type, "read"):
+        # "For Video Visit link patch operations, both Appointment.read and Appointment.write
+        # scopes are required."
+        raise FhirError(403, "forbidden", "Video Visit link patch operations need both Appointment.read and "
+                                          "Appointment.write scopes.")
+    outcome = apply_appointment_patch(current, operations)
+    stored = sim.store.replace_versioned(outcome.resource, expected, datetime.now(timezone.utc),
+                                         video_links=outcome.video_links)
     if stored is None:  # changed between our read and our write
         raise FhirError(409, "conflict", "The Appointment was modified concurrently; read it again.")
     # Cerner answers a successful patch with an empty 200 and the new ETag.

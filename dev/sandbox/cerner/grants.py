@@ -37,6 +37,7 @@ class AuthorizationCode:
     persona: str
     context: LaunchContext
     expires_at: float
+    nonce: str | None = None  # OIDC: echoed in the id_token when the authorize request had one
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ addresses and meeting rooms use reserved example domains.
 
 The day: 3 practitioners, 8 patients, 2 departments (Locations), 13 appointments spread
 over today (from 08:00 to 20:00 local, so a demo at any office hour still has upcoming
-visits) and tomorrow; 8 of them video visits, one cancelled, one fulfilled, and an
+visits) and tomorrow; 8 of them video visits (two with their Video Visit links already
+written, the others waiting for them), one cancelled, one fulfilled, and an
 Encounter for every appointment a clinician would launch from (``Encounter.appointment``
 is how a launched app finds the appointment: SMART v1 launch context has no appointment).
 Patients cover the SMS cases: mobile number, home phone only, no phone at all, Spanish.
@@ -65,6 +66,9 @@ _APPOINTMENTS = (
     ("4826012", 1, time(13, 30), 15, True, "booked", 2, 2, 0, "97960012"),
     ("4826013", 1, time(15, 0), 20, False, "booked", 3, 0, 1, "97960013"),
 )
+# Video visits whose links were already written (another vendor, or a visit already held):
+# they read with contained meeting rooms. The other video visits wait for their links.
+_LINKED = frozenset({"4826001", "4826009"})
 _REASONS = ("Follow-up", "Medication review", "Blood pressure check", "Lab results", "Annual visit")
 _ENCOUNTER_STATUS = {"fulfilled": "finished", "booked": "planned", "arrived": "arrived"}
 
@@ -99,6 +103,11 @@ class SeedData:
         return next(a["id"] for a in self.appointments
                     if is_video_visit(a) and a["status"] == "booked" and self.encounter_for(a["id"])
                     and datetime.fromisoformat(a["start"]).astimezone(self.tz).date() == self.today)
+
+    @property
+    def linked_video_visit_ids(self) -> list[str]:
+        """Video visits whose links were already patched (they have contained meeting rooms)."""
+        return [a["id"] for a in self.appointments if is_video_visit(a) and a.get("contained")]
 
     @property
     def cancelled_id(self) -> str:
@@ -164,7 +173,7 @@ def build_seed(*, tenant_id: str = DEFAULT_TENANT, today: date, tz: str | ZoneIn
                   "location": who(locations, loc)}
         appointments.append(shapes.appointment(
             t, id=aid, start=start, minutes=minutes, video=video, status=status, reason=_REASONS[n % 5],
-            action_comment_quirk=quirks and status == "cancelled", **actors))
+            action_comment_quirk=quirks and status == "cancelled", meeting_links=aid in _LINKED, **actors))
         if eid is not None:
             encounters.append(shapes.encounter(
                 t, id=eid, fin=str(26000 + n), status=_ENCOUNTER_STATUS[status], start=start,

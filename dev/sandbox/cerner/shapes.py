@@ -10,8 +10,9 @@ Shape rules copied from the fixtures (tests/data/fixtures/cerner, from Cerner's 
 - instants are UTC with milliseconds (``.000Z``); in-person appointments carry local
   offsets (``-06:00``), video visits UTC, so clients parse both;
 - address ``text`` contains a literal backslash-n (``"\\n"``), as published;
-- a video visit has two contained HealthcareServices ("Patient/Provider Virtual Meeting
-  Room") referenced from participants as ``#28`` / ``#31`` (appointment-read-4817572).
+- a video visit whose links were patched has two contained HealthcareServices
+  ("Patient/Provider Virtual Meeting Room", patient first) referenced from participants as
+  ``#28`` / ``#31`` (appointment-read-4817572), and a two-part version id (``1-1``).
 
 Everything built here parses with ``fhir.resources.R4B`` except the one deliberate quirk
 documented at :func:`appointment` (``action_comment_quirk``).
@@ -163,8 +164,13 @@ def _meeting_room(local_id: str, kind: str, url: str, start: str, end: str) -> d
 
 def appointment(t: Tenant, *, id: str, start: datetime, minutes: int, video: bool, status: str,
                 patient: tuple[str, str], practitioner: tuple[str, str], location: tuple[str, str],
-                reason: str, action_comment_quirk: bool = False) -> Resource:
+                reason: str, action_comment_quirk: bool = False, meeting_links: bool = False) -> Resource:
     """An Appointment as Cerner returns it.
+
+    ``meeting_links`` (video visits only): the Video Visit links were already patched, so the
+    contained meeting rooms are there and the version has Cerner's second part (``1-1``, as
+    appointment-read-4817572's ``2-1``). Without it a video visit waits for its links: no
+    rooms (see :mod:`.patch`).
 
     ``action_comment_quirk`` reproduces appointment-read-4822366: an ``action-comment``
     extension with ``valueString: ""``. R4B rejects it (a FHIR string must not be empty),
@@ -207,7 +213,8 @@ def appointment(t: Tenant, *, id: str, start: datetime, minutes: int, video: boo
                         "code": "oth-err", "display": "Other: Error", "userSelected": False}],
             "text": "Scheduled by mistake",
         }
-    if video:
+    if video and meeting_links:
+        resource["meta"]["versionId"] += "-1"
         room = f"https://vv.example.org/rooms/{id}"  # example.org: reserved, never resolves to a real service
         window = (instant(start), instant(end))
         resource["contained"] = [_meeting_room("28", PATIENT_ROOM, f"{room}/patient", *window),

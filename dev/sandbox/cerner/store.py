@@ -43,7 +43,8 @@ class ResourceStore:
         with self._lock:
             return sorted(self._by_type)
 
-    def replace_versioned(self, resource: Resource, expected_version: str, now: datetime) -> Resource | None:
+    def replace_versioned(self, resource: Resource, expected_version: str, now: datetime, *,
+                          video_links: bool = False) -> Resource | None:
         """Store ``resource`` as the next version if the stored one is still ``expected_version``.
 
         Returns the stored copy, or None when someone else changed it first (optimistic
@@ -54,7 +55,23 @@ class ResourceStore:
             if current is None or current["meta"]["versionId"] != expected_version:
                 return None
             updated = copy.deepcopy(resource)
-            updated["meta"] = {**current["meta"], "versionId": str(int(expected_version) + 1),
+            updated["meta"] = {**current["meta"], "versionId": next_version(expected_version, video_links),
                                "lastUpdated": instant(now)}
             self._by_type[resource["resourceType"]][resource["id"]] = updated
             return copy.deepcopy(updated)
+
+
+def next_version(version: str, video_links: bool = False) -> str:
+    """The version after a change: ``N`` or, on video visits, ``N-M``.
+
+    Cerner's video visit versions have two parts (appointment-read-4817572: ``"2-1"``; the
+    Video Visit link patch examples answer ``ETag: W/"10-1"``, status patches ``W/"10"``).
+    How the parts move is not documented; the simulator's rule: every change moves ``N``, a
+    Video Visit link patch also moves ``M`` (from nothing to 1). Clients must treat ETags
+    as opaque strings.
+    """
+    record, _, links = version.partition("-")
+    record = str(int(record) + 1)
+    if video_links:
+        return f"{record}-{int(links or 0) + 1}"
+    return f"{record}-{links}" if links else record

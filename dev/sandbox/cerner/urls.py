@@ -55,6 +55,18 @@ class CernerUrls:
         return f"{self.public_url}/jwk"
 
     @property
+    def oidc_issuer(self) -> str:
+        """The id_token ``iss``: Cerner's identity provider (idsp) of the tenant, trailing slash
+        included, e.g. ``https://authorization.cerner.com/tenants/{t}/oidc/idsps/{t}/``
+        (fhir.cerner.com/authorization/openid-connect/; the sandbox's idsp id is the tenant id)."""
+        return f"{self.public_url}/tenants/{self.tenant_id}/oidc/idsps/{self.tenant_id}/"
+
+    @property
+    def openid_configuration(self) -> str:
+        """OpenID Connect Discovery 4.1: the issuer followed by ``.well-known/openid-configuration``."""
+        return f"{self.oidc_issuer}.well-known/openid-configuration"
+
+    @property
     def smart_style(self) -> str:
         return f"{self.public_url}/styles/smart-v1.json"
 
@@ -62,6 +74,11 @@ class CernerUrls:
     def launch(self) -> str:
         """Sandbox-only: mints EHR launch contexts (what PowerChart does before opening an app)."""
         return f"{self.public_url}/_sandbox/launch"
+
+    @property
+    def powerchart(self) -> str:
+        """Sandbox-only: a clinician's day in "PowerChart", with a Teams button per video visit."""
+        return f"{self.public_url}/_sandbox/powerchart"
 
     def path(self, url: str) -> str:
         """The path part of one of the URLs above, for route tables."""
