@@ -1,16 +1,25 @@
-"""A FHIR base URL a tenant registered (one Cerner domain and department set)."""
+"""A FHIR base URL a tenant registered (one Cerner domain and department set), and the URL
+rules every part of the connector shares: how a base URL is normalised (a launch's ``iss``
+must find its endpoint whatever its spelling), what makes a URL unusable, what is loopback.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import Enum
+from ipaddress import ip_address
+from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from typing import Annotated
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connector.domain.tenant import GUID
+
+MAX_URL_LENGTH = 2048
+LOOPBACK_HOSTS = frozenset({"localhost"})
+_HOST_SHAPE = re.compile(r"[a-z0-9.:\-\[\]]{1,253}")
+_UNSAFE_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 class Environment(str, Enum):
@@ -19,17 +28,69 @@ class Environment(str, Enum):
 
 
 def normalize_base_url(url: str) -> str:
-    """The form a base URL is compared and stored in: lower-case scheme and host, no trailing slash.
+    """The form a base URL is compared and stored in: lower-case scheme and host, no default
+    port, no trailing slash, no query or fragment; an IPv6 literal keeps its brackets.
 
     The FHIR base URL identifies the tenant at launch time (``iss``), so two spellings of the
-    same URL must be one URL.
+    same URL must be one URL. Raises ValueError for a URL whose port is not a number in range.
     """
     parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
-    if ":" in host:  # an IPv6 literal keeps its brackets
+    if ":" in host:
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+    default_port = {"https": 443, "http": 80}.get(scheme)
+    netloc = f"{host}:{parts.port}" if parts.port and parts.port != default_port else host
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def is_loopback_url(url: str) -> bool:
+    """Does ``url`` name a loopback host (``localhost`` or a loopback IP literal)?"""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as an absolute http(s) URL, as a phrase, or None."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"is longer than {MAX_URL_LENGTH} characters"
+    if _UNSAFE_CHARACTER.search(url):
+        return "contains spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "is not an absolute URL starting with https://"
+    if parts.username is not None or parts.password is not None:
+        return "contains a user name or password"
+    if not _HOST_SHAPE.fullmatch(parts.hostname.lower()):
+        return "has an invalid host name"
+    return None
+
+
+class ClientAuth(str, Enum):
+    """How the connector authenticates to the token endpoint (SMART "client types")."""
+
+    public = "public"  # no secret; PKCE protects the code
+    client_secret_basic = "client_secret_basic"  # HTTP Basic with a secret from Key Vault / settings
+    private_key_jwt = "private_key_jwt"  # a signed assertion; Cerner holds our JWKS URL
+
+
+# An Entra object id or a user principal name: the Teams account that owns the meetings.
+ORGANIZER = r"^([0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190})$"
+# The app setting CONNECTOR_CLIENT_SECRET_<NAME> holds a confidential client's secret (in Azure a
+# Key Vault reference). Only that prefix can be named, so no admin can point at another setting.
+SECRET_NAME = r"^[A-Z0-9_]{1,40}$"
 
 
 class FhirEndpoint(BaseModel):
@@ -50,12 +111,33 @@ class FhirEndpoint(BaseModel):
     location_ids: list[str] = Field(default_factory=list)
     timezone: str = "UTC"
     linked_number: str | None = None
+    # Teams: the account that owns this endpoint's meetings, and per-department overrides.
+    meeting_organizer: str | None = Field(default=None, pattern=ORGANIZER)
+    department_organizers: dict[str, str] = Field(default_factory=dict)
+    # Token endpoint authentication of the provider and patient apps.
+    client_auth: ClientAuth = ClientAuth.public
+    client_secret_name: str | None = Field(default=None, pattern=SECRET_NAME)
+    # Write the visit links into Cerner's video-visit Appointment (needs user/Appointment.write).
+    write_back_links: bool = False
     created_at: datetime
+
+    _secret_named = model_validator(mode="after")(lambda self: _secret_named_when_needed(self))
+
+    def organizer_for(self, location_id: str | None) -> str | None:
+        """The meeting organizer of a department, else the endpoint's."""
+        return self.department_organizers.get(location_id or "") or self.meeting_organizer
 
     @field_validator("base_url")
     @classmethod
     def _normalized(cls, value: str) -> str:
         return normalize_base_url(value)
+
+
+def _secret_named_when_needed(model):
+    if model.client_auth is ClientAuth.client_secret_basic and not model.client_secret_name:
+        raise ValueError("client_secret_basic needs client_secret_name (the app setting "
+                         "CONNECTOR_CLIENT_SECRET_<NAME> that holds the secret)")
+    return model
 
 
 def _valid_timezone(value: str) -> str:
@@ -70,6 +152,8 @@ def _valid_timezone(value: str) -> str:
 
 ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._~-]+$")]
 LocationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9.-]+$")]
+Organizer = Annotated[str, Field(pattern=ORGANIZER)]
+SecretName = Annotated[str, Field(pattern=SECRET_NAME)]
 
 
 class EndpointDraft(BaseModel):
@@ -85,8 +169,14 @@ class EndpointDraft(BaseModel):
     provider_client_id: ClientId | None = None
     patient_client_id: ClientId | None = None
     backend_client_id: ClientId | None = None
+    meeting_organizer: Organizer | None = None
+    department_organizers: dict[LocationId, Organizer] = Field(default_factory=dict, max_length=50)
+    client_auth: ClientAuth = ClientAuth.public
+    client_secret_name: SecretName | None = None
+    write_back_links: bool = False
 
     _timezone = field_validator("timezone")(_valid_timezone)
+    _secret_named = model_validator(mode="after")(lambda self: _secret_named_when_needed(self))
 
 
 class EndpointChange(BaseModel):
@@ -102,13 +192,19 @@ class EndpointChange(BaseModel):
     provider_client_id: ClientId | None = None
     patient_client_id: ClientId | None = None
     backend_client_id: ClientId | None = None
+    meeting_organizer: Organizer | None = None
+    department_organizers: dict[LocationId, Organizer] | None = Field(default=None, max_length=50)
+    client_auth: ClientAuth | None = None
+    client_secret_name: SecretName | None = None
+    write_back_links: bool | None = None
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
         return value if value is None else _valid_timezone(value)
 
-    @field_validator("base_url", "environment", "display_name", "location_ids", "timezone")
+    @field_validator("base_url", "environment", "display_name", "location_ids", "timezone",
+                     "department_organizers", "client_auth", "write_back_links")
     @classmethod
     def _not_null(cls, value):
         # Left out means "unchanged"; null would mean "erase", which these fields cannot be.

@@ -10,7 +10,7 @@ definite "no" from ACS is recorded on the operation for the admin. Log lines (lo
 import azure.functions as func
 
 from connector.composition import container
-from connector.services.sms_numbers import ProvisioningRequest, run_provisioning
+from connector.services.sms_numbers import ProvisioningRequest
 
 bp = func.Blueprint()
 
@@ -18,5 +18,4 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name="%CONNECTOR_PROVISIONING_QUEUE%", connection="AzureWebJobsStorage")
 def provision_number_worker(msg: func.QueueMessage) -> None:
     request = ProvisioningRequest.model_validate_json(msg.get_body())
-    deps = container()
-    run_provisioning(deps.phone_numbers, deps.acs_phone_numbers, request)
+    container().number_provisioning.run(request)

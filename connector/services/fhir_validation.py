@@ -1,6 +1,7 @@
 """Validate a FHIR base URL before it is registered (issue 3, "Validation").
 
-    report = validate_fhir_base_url(url, environment="production", http=safe_http, local_mode=False)
+    report = validate_fhir_base_url(url, environment="production", http=safe_http,
+                                    discovery=smart_discovery, local_mode=False)
     report.ok, [(c.name, c.status, c.message) for c in report.checks], report.token_url
 
 Checks run in order; one whose prerequisite did not pass is skipped with a sentence saying so:
@@ -12,8 +13,9 @@ Checks run in order; one whose prerequisite did not pass is skipped with a sente
 Loopback is acceptable only in local mode *and* for a test environment: a production endpoint
 is never loopback or private, even on a developer's machine (issue 3: "fails one that points at
 127.0.0.1 in production mode"). Every network call goes through ``http`` (the SSRF-safe client),
-which refuses non-public addresses at every hop; the checks here turn its refusals, timeouts and
-failures into sentences. Sentences never echo response bodies or upstream values other than
+which refuses non-public addresses at every hop, and SMART discovery goes through the
+``SmartDiscovery`` port (the same adapter every launch uses); the checks here turn refusals,
+timeouts and failures into sentences. Sentences never echo response bodies or upstream values other than
 ones already validated (a version number, a media type, a host name).
 """
 
@@ -21,21 +23,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from connector.adapters.fhir.parsing import FhirParseError, parse_resource
-from connector.domain.endpoint import Environment, normalize_base_url
+from connector.domain.endpoint import Environment, is_loopback_url, normalize_base_url, url_problem
+from connector.domain.smart import DiscoveredEndpoint
 from connector.domain.validation import Check, CheckName, ValidationReport
 from connector.errors import InvalidInput, Problem, UnprocessableInput, UpstreamError
-from connector.settings import is_loopback_url
+from connector.services.ports import HttpResponse, SafeHttp, SmartDiscovery
 
 FHIR_JSON = "application/fhir+json"
-OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
-SMART_CONFIGURATION = ".well-known/smart-configuration"
-MAX_URL_LENGTH = 2048
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # Cerner serves every tenant at https://fhir-ehr(-code).cerner.com/r4/{tenant}; the sandbox
@@ -44,8 +44,6 @@ _CERNER_TENANT_PATH = re.compile(rf"/r4/({_GUID})")
 _FHIR_R4_VERSION = re.compile(r"4\.0\.\d+")
 _VERSION_SHAPE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}(-[A-Za-z0-9.]{1,20})?")
 _MEDIA_TYPE_SHAPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,50}/[a-z0-9!#$&^_.+-]{1,50}")
-_HOST_SHAPE = re.compile(r"[a-z0-9.:\-\[\]]{1,253}")
-_UNSAFE_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 
 # Which check each one needs to have passed, and how its absence is explained.
 _NEEDS: dict[CheckName, CheckName] = {
@@ -64,37 +62,11 @@ _LABEL = {
 }
 
 
-class HttpResponse(Protocol):
-    @property
-    def status_code(self) -> int: ...
-    @property
-    def content_type(self) -> str: ...
-    def json(self) -> Any: ...
-
-
-class CheckedDestination(Protocol):
-    @property
-    def addresses(self) -> tuple[str, ...]: ...
-    @property
-    def is_loopback(self) -> bool: ...
-
-
-class SafeHttpPort(Protocol):
-    """Outbound GETs that refuse non-public addresses (``connector.adapters.net.SafeHttpClient``).
-
-    Raises ``UnprocessableInput`` for a refused URL or address, ``UpstreamError`` (and
-    subclasses) for timeouts and failures; messages are sentences fit for the admin."""
-
-    def check_destination(self, url: str, *, allow_loopback: bool = True) -> CheckedDestination: ...
-
-    def get(self, url: str, *, accept: str = ..., allow_loopback: bool = True) -> HttpResponse: ...
-
-
 Verdict = tuple[bool | None, str]
 
 
 def validate_fhir_base_url(
-    url: str, *, environment: Environment | str, http: SafeHttpPort, local_mode: bool
+    url: str, *, environment: Environment | str, http: SafeHttp, discovery: SmartDiscovery, local_mode: bool
 ) -> ValidationReport:
     """Run every check on ``url`` and report each; never raises for what the URL leads to."""
     try:
@@ -104,22 +76,24 @@ def validate_fhir_base_url(
             "environment must be test or production",
             problems=[Problem("environment", "must be test or production")],
         ) from None
-    return _Validation(url, environment, http, local_mode).run()
+    return _Validation(url, environment, http, discovery, local_mode).run()
 
 
 class _Validation:
     """One run: the checks as methods, and what they discover, shared with later checks."""
 
-    def __init__(self, url: str, environment: Environment, http: SafeHttpPort, local_mode: bool):
+    def __init__(self, url: str, environment: Environment, http: SafeHttp, discovery: SmartDiscovery,
+                 local_mode: bool):
         self.raw = url.strip()
         self.base = _normalized(self.raw)
         self.environment = environment
         self.http = http
+        self.discovery = discovery
         self.local_mode = local_mode
         self.loopback_ok = local_mode and environment is Environment.test
         self.capability: CapabilityStatement | None = None
         self.fhir_version: str | None = None
-        self.endpoints: dict[str, tuple[str, str]] = {}  # "authorize"/"token" -> (url, source)
+        self.endpoints: dict[str, DiscoveredEndpoint] = {}  # "authorize" / "token"
         self.found: dict[str, str] = {}  # report fields that passed checks established
 
     def run(self) -> ValidationReport:
@@ -151,7 +125,7 @@ class _Validation:
     # -- the checks -------------------------------------------------------------------------
 
     def url_syntax(self) -> Verdict:
-        problem = _url_problem(self.raw)
+        problem = url_problem(self.raw)
         if problem:
             return False, f"The URL {problem}."
         parts = urlsplit(self.raw)
@@ -207,26 +181,23 @@ class _Validation:
         return True, f"GET metadata is a FHIR R4 CapabilityStatement (FHIR {version})."
 
     def smart_discovery(self) -> Verdict:
-        configured, why_not = self._smart_configuration()
-        extension = _oauth_uris(self.capability)
-        for key, field in (("authorize", "authorization_endpoint"), ("token", "token_endpoint")):
-            if configured.get(field):
-                self.endpoints[key] = (configured[field], SMART_CONFIGURATION)
-            elif extension.get(key):
-                self.endpoints[key] = (extension[key], "the CapabilityStatement's oauth-uris extension")
+        found = self.discovery.find(self.base, allow_loopback=self.loopback_ok, capability=self.capability)
+        why_not = found.smart_configuration_problem
+        self.endpoints = {key: endpoint for key, endpoint in (("authorize", found.authorization),
+                                                               ("token", found.token)) if endpoint}
         if not self.endpoints:
             return False, (
                 f"No SMART endpoints found: {why_not}, "
                 "and the CapabilityStatement has no oauth-uris extension."
             )
-        sources = sorted({source for _, source in self.endpoints.values()})
+        sources = sorted({endpoint.source for endpoint in self.endpoints.values()})
         message = f"SMART endpoints found in {' and '.join(sources)}"
         return True, f"{message} ({why_not})." if why_not else f"{message}."
 
     def authorize_endpoint(self) -> Verdict:
         if "authorize" not in self.endpoints:
             return False, "No authorization endpoint was discovered; SMART launches need one."
-        url, source = self.endpoints["authorize"]
+        url, source = self.endpoints["authorize"].url, self.endpoints["authorize"].source
         problem = self._endpoint_problem(url)
         if problem:
             return False, f"The authorization endpoint {problem}."
@@ -236,7 +207,7 @@ class _Validation:
     def token_endpoint(self) -> Verdict:
         if "token" not in self.endpoints:
             return False, "No token endpoint was discovered; SMART launches need one."
-        url, source = self.endpoints["token"]
+        url, source = self.endpoints["token"].url, self.endpoints["token"].source
         problem = self._endpoint_problem(url)
         if problem:
             return False, f"The token endpoint {problem}."
@@ -275,28 +246,9 @@ class _Validation:
         except (UnprocessableInput, UpstreamError) as exc:
             return None, exc.message
 
-    def _smart_configuration(self) -> tuple[dict[str, str], str]:
-        """The endpoints .well-known/smart-configuration names, or why it names none."""
-        response, failure = self._get(SMART_CONFIGURATION, "application/json")
-        if response is None:
-            return {}, f"{SMART_CONFIGURATION} could not be read ({failure.rstrip('.')})"
-        if response.status_code != 200:
-            return {}, f"{SMART_CONFIGURATION} answered HTTP {response.status_code}"
-        document, problem = _json_body(response)
-        if problem or not isinstance(document, dict):
-            return {}, f"{SMART_CONFIGURATION} {problem or 'is not a JSON object'}"
-        endpoints = {
-            field: document[field]
-            for field in ("authorization_endpoint", "token_endpoint")
-            if isinstance(document.get(field), str) and document[field]
-        }
-        if not endpoints:
-            return {}, f"{SMART_CONFIGURATION} names neither an authorization nor a token endpoint"
-        return endpoints, ""
-
     def _endpoint_problem(self, url: str) -> str | None:
         """What makes a discovered endpoint URL unusable, as a phrase, or None."""
-        problem = _url_problem(url)
+        problem = url_problem(url)
         if problem:
             return problem
         parts = urlsplit(url)
@@ -305,26 +257,6 @@ class _Validation:
         if parts.scheme.lower() == "http" and not (self.loopback_ok and is_loopback_url(url)):
             return "is not an https URL"
         return None
-
-
-def _url_problem(url: str) -> str | None:
-    """What makes ``url`` unusable as an absolute http(s) URL, as a phrase, or None."""
-    if len(url) > MAX_URL_LENGTH:
-        return f"is longer than {MAX_URL_LENGTH} characters"
-    if _UNSAFE_CHARACTER.search(url):
-        return "contains spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return "is not an absolute URL starting with https://"
-    if parts.username is not None or parts.password is not None:
-        return "contains a user name or password"
-    if not _HOST_SHAPE.fullmatch(parts.hostname.lower()):
-        return "has an invalid host name"
-    return None
 
 
 def _json_body(response: HttpResponse) -> tuple[Any, str]:
@@ -339,26 +271,9 @@ def _json_body(response: HttpResponse) -> tuple[Any, str]:
         return None, "answered with a body that is not valid JSON"
 
 
-def _oauth_uris(capability: CapabilityStatement | None) -> dict[str, str]:
-    """The authorize/token URIs of the SMART oauth-uris extension in rest.security, if any."""
-    found: dict[str, str] = {}
-    for rest in (capability.rest if capability else None) or []:
-        for extension in (rest.security.extension if rest.security else None) or []:
-            if extension.url != OAUTH_URIS:
-                continue
-            for part in extension.extension or []:
-                if part.url in ("authorize", "token") and part.valueUri:
-                    found.setdefault(part.url, str(part.valueUri))
-    return found
-
-
 def _normalized(url: str) -> str:
-    """``normalize_base_url``, keeping the brackets of an IPv6 literal host (which it drops)."""
+    """``normalize_base_url``, or the URL as given when it cannot even be parsed."""
     try:
-        parts = urlsplit(url)
-        if parts.hostname and ":" in parts.hostname:
-            netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
-            return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
         return normalize_base_url(url)
     except ValueError:
         return url

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connector.adapters.fhir.smart_discovery import SmartDiscoveryClient
 from connector.adapters.net import SafeHttpClient
 from connector.domain.validation import CheckName, ValidationReport
 from connector.errors import InvalidInput
@@ -89,7 +90,8 @@ def validate(
 
     # As the composition root builds it: loopback allowed only when the stamp runs locally.
     http = SafeHttpClient(resolver=resolve, transport_factory=network.transport, allow_loopback_http=local_mode)
-    report = validate_fhir_base_url(url, environment=environment, http=http, local_mode=local_mode)
+    report = validate_fhir_base_url(url, environment=environment, http=http, discovery=SmartDiscoveryClient(http),
+                                    local_mode=local_mode)
     return report, network
 
 

@@ -620,3 +620,168 @@ def test_tls_is_verified_for_the_name_not_the_pinned_ip(tls_server, local_tls):
         client.get(f"https://fhir.sandbox.test:{port}/metadata")
     assert raised.value.message == "The TLS certificate of fhir.sandbox.test could not be verified."
     assert handler.seen == [f"localhost:{port}"]
+
+
+# -- POST and PATCH (never redirected), headers for the first hop only, the headers kept --------------
+
+
+TOKEN_PATH = "/oauth2/token"
+
+
+def test_post_sends_a_form_to_the_checked_address():
+    network = FakeNetwork({(FHIR_HOST, TOKEN_PATH): httpx.Response(200, json={"access_token": "t"})})
+    response = client_for(network).post(f"https://{FHIR_HOST}{TOKEN_PATH}",
+                                        form={"grant_type": "authorization_code", "code": "a b&c=d/é"})
+    assert response.status_code == 200 and response.json() == {"access_token": "t"}
+    [request] = network.requests
+    assert request.method == "POST"
+    assert (request.url.host, request.headers["host"], request.extensions["sni_hostname"]) == (
+        PUBLIC_V4, FHIR_HOST, FHIR_HOST)
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert request.content == b"grant_type=authorization_code&code=a+b%26c%3Dd%2F%C3%A9"
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["user-agent"] == "virtual-visits-connector"
+
+
+def test_post_sends_a_raw_body_with_its_content_type_and_extra_headers():
+    network = FakeNetwork({(FHIR_HOST, "/Appointment"): httpx.Response(201)})
+    client_for(network).post(f"https://{FHIR_HOST}/Appointment", body=b'{"resourceType":"Appointment"}',
+                             content_type="application/fhir+json", accept="application/fhir+json",
+                             headers={"Authorization": "Bearer abc"})
+    [request] = network.requests
+    assert request.content == b'{"resourceType":"Appointment"}'
+    assert request.headers["content-type"] == "application/fhir+json"
+    assert request.headers["accept"] == "application/fhir+json"
+    assert request.headers["authorization"] == "Bearer abc"
+
+
+@pytest.mark.parametrize("arguments", [{}, {"form": {"a": "b"}, "body": b"x"}])
+def test_post_takes_either_a_form_or_a_body(arguments):
+    network = FakeNetwork({})
+    with pytest.raises(ValueError, match="either form or body"):
+        client_for(network).post(f"https://{FHIR_HOST}{TOKEN_PATH}", **arguments)
+    assert network.requests == []
+
+
+@pytest.mark.parametrize("status", sorted([301, 302, 303, 307, 308]))
+def test_a_post_is_never_redirected_the_redirect_is_the_response(status):
+    network = FakeNetwork({
+        (FHIR_HOST, TOKEN_PATH): redirect("https://cdn.example.net/steal", status),
+        ("cdn.example.net", "/steal"): ok(),
+    })
+    resolver = FakeResolver({FHIR_HOST: [PUBLIC_V4], "cdn.example.net": [OTHER_PUBLIC_V4]})
+    response = client_for(network, resolver).post(f"https://{FHIR_HOST}{TOKEN_PATH}", form={"code": "secret-code"})
+    assert response.status_code == status
+    assert response.headers["location"] == "https://cdn.example.net/steal"
+    assert len(network.requests) == 1 and [h for h, _ in resolver.calls] == [FHIR_HOST]
+
+
+def test_patch_sends_its_body_once_and_is_never_redirected():
+    network = FakeNetwork({(FHIR_HOST, "/Appointment/1"): redirect("/Appointment/2", 307)})
+    response = client_for(network).patch(f"https://{FHIR_HOST}/Appointment/1", body=b'[{"op":"test"}]',
+                                         content_type="application/json-patch+json",
+                                         headers={"If-Match": 'W/"3"'})
+    assert response.status_code == 307
+    [request] = network.requests
+    assert request.method == "PATCH" and request.content == b'[{"op":"test"}]'
+    assert request.headers["content-type"] == "application/json-patch+json"
+    assert request.headers["if-match"] == 'W/"3"'
+
+
+@pytest.mark.parametrize("send", [
+    lambda c, url: c.post(url, form={"code": "x"}),
+    lambda c, url: c.patch(url, body=b"[]", content_type="application/json-patch+json"),
+])
+def test_post_and_patch_refuse_private_addresses_and_plain_http_before_sending(send):
+    network = FakeNetwork({})
+    resolver = FakeResolver({FHIR_HOST: [PUBLIC_V4], "internal.example": ["10.0.0.9"]})
+    client = client_for(network, resolver)
+    with pytest.raises(OutboundRequestRefused, match="private"):
+        send(client, "https://internal.example/token")
+    with pytest.raises(OutboundRequestRefused, match="Only https"):
+        send(client, f"http://{FHIR_HOST}/token")
+    with pytest.raises(OutboundRequestRefused, match="169.254.169.254|metadata"):
+        send(client, "https://169.254.169.254/latest")
+    assert network.requests == []
+
+
+def test_post_keeps_the_loopback_ceiling():
+    network = FakeNetwork({("127.0.0.1:8081", "/token"): ok()})
+    local = client_for(network, allow_loopback_http=True)
+    assert local.post("http://127.0.0.1:8081/token", form={"a": "b"}).status_code == 200
+    with pytest.raises(OutboundRequestRefused):
+        local.post("http://127.0.0.1:8081/token", form={"a": "b"}, allow_loopback=False)
+    with pytest.raises(OutboundRequestRefused):
+        client_for(network).post("http://127.0.0.1:8081/token", form={"a": "b"})
+    assert len(network.requests) == 1
+
+
+def test_a_post_answer_is_bounded_like_a_get():
+    network = FakeNetwork({(FHIR_HOST, TOKEN_PATH): httpx.Response(200, content=b"x" * 2048)})
+    client = client_for(network, limits=FetchLimits(max_response_bytes=1024))
+    with pytest.raises(ResponseTooLarge):
+        client.post(f"https://{FHIR_HOST}{TOKEN_PATH}", form={"a": "b"})
+
+
+def test_get_headers_go_to_the_first_hop_only_never_to_a_redirects_host():
+    network = FakeNetwork({
+        (FHIR_HOST, "/Patient/1"): redirect("https://cdn.example.net/Patient/1"),
+        ("cdn.example.net", "/Patient/1"): ok(),
+    })
+    resolver = FakeResolver({FHIR_HOST: [PUBLIC_V4], "cdn.example.net": [OTHER_PUBLIC_V4]})
+    client_for(network, resolver).get(f"https://{FHIR_HOST}/Patient/1",
+                                      headers={"Authorization": "Bearer launch-token", "X-Extra": "1"})
+    first, second = network.requests
+    assert first.headers["authorization"] == "Bearer launch-token" and first.headers["x-extra"] == "1"
+    assert "authorization" not in second.headers and "x-extra" not in second.headers
+
+
+def test_get_headers_are_not_repeated_on_a_redirect_to_the_same_host():
+    network = FakeNetwork({(FHIR_HOST, "/a"): redirect("/b"), (FHIR_HOST, "/b"): ok()})
+    client_for(network).get(f"https://{FHIR_HOST}/a", headers={"Authorization": "Bearer launch-token"})
+    first, second = network.requests
+    assert "authorization" in first.headers and "authorization" not in second.headers
+
+
+def test_caller_headers_cannot_replace_the_clients_own():
+    network = FakeNetwork({(FHIR_HOST, "/m"): ok()})
+    client_for(network).get(f"https://{FHIR_HOST}/m", accept="application/fhir+json",
+                            headers={"Host": "evil.example", "Accept": "text/html", "User-Agent": "x"})
+    [request] = network.requests
+    assert request.headers.get_list("host") == [FHIR_HOST]
+    assert request.headers.get_list("accept") == ["application/fhir+json"]
+    assert request.headers.get_list("user-agent") == ["virtual-visits-connector"]
+
+
+def test_caller_headers_in_another_case_cannot_add_a_second_host():
+    # (found while writing these tests: a lower-case "host" used to be sent as a second Host header)
+    network = FakeNetwork({(FHIR_HOST, "/m"): ok()})
+    client_for(network).get(f"https://{FHIR_HOST}/m", headers={"host": "evil.example", "accept": "text/html"})
+    [request] = network.requests
+    assert request.headers.get_list("host") == [FHIR_HOST]
+    assert request.headers.get_list("accept") == ["application/json"]
+
+
+def test_only_the_useful_response_headers_are_kept_with_lower_case_names():
+    answer = httpx.Response(200, content=b"{}", headers=[
+        ("Content-Type", "application/fhir+json; charset=utf-8"), ("ETag", 'W/"4"'), ("Location", "/x/1"),
+        ("Retry-After", "30"), ("WWW-Authenticate", 'Bearer error="invalid_token"'),
+        ("Last-Modified", "Mon, 03 Mar 2025 09:00:00 GMT"), ("Set-Cookie", "session=abc"),
+        ("X-Request-Id", "r-1"), ("Server", "nginx"),
+    ])
+    network = FakeNetwork({(FHIR_HOST, "/m"): answer})
+    for response in (client_for(network).get(f"https://{FHIR_HOST}/m"),
+                     client_for(network).post(f"https://{FHIR_HOST}/m", form={"a": "b"})):
+        assert dict(response.headers) == {
+            "etag": 'W/"4"', "location": "/x/1", "retry-after": "30",
+            "www-authenticate": 'Bearer error="invalid_token"', "last-modified": "Mon, 03 Mar 2025 09:00:00 GMT",
+        }
+        assert response.content_type == "application/fhir+json"
+
+
+def test_a_post_sends_one_content_type_whatever_the_callers_header_case():
+    network = FakeNetwork({(FHIR_HOST, "/m"): ok()})
+    client_for(network).post(f"https://{FHIR_HOST}/m", body=b"{}", content_type="application/json",
+                             headers={"content-type": "text/plain"})
+    [request] = network.requests
+    assert request.headers.get_list("content-type") == ["application/json"]

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from azure.core.exceptions import (
@@ -18,16 +17,23 @@ from azure.core.exceptions import (
 )
 from azure.core.polling.base_polling import OperationFailed
 
-from connector.adapters.acs.phone_numbers import (
-    AcsPhoneNumbers, NumberNotAvailable, PurchaseAlreadyStarted, SearchedNumbers,
-)
+from connector.adapters.acs.phone_numbers import AcsPhoneNumbers, NumberNotAvailable, PurchaseAlreadyStarted
 from connector.adapters.storage.tables import StorageUnavailable
-from connector.domain.phone_number import NumberProvisioning, PhoneNumber, ProvisioningStatus, ProvisioningStep
+from connector.domain.endpoint import Environment, FhirEndpoint
+from connector.domain.phone_number import (
+    NumberProvisioning, PhoneNumber, PhoneNumberState, ProvisioningStatus, ProvisioningStep,
+)
 from connector.domain.tenant import Consent, Tenant
-from connector.errors import ConcurrencyConflict, Conflict, NotFound, UpstreamUnavailable
+from connector.errors import ConcurrencyConflict, NotFound, UnprocessableInput, UpstreamUnavailable
 from connector.functions.http import error_response
 from connector.services import sms_numbers
-from connector.services.sms_numbers import ProvisioningInProgress, ProvisioningRequest, run_provisioning
+from connector.services.sms_numbers import (
+    NumberProvisioningWorker, ProvisioningInProgress, ProvisioningRequest, SmsNumbers,
+)
+from tests.fakes import (
+    Crash, FakeClock, FakeEndpointRepository, FakeIdSource, FakePhoneNumberProvider, FakePhoneNumberRepository,
+    FakeQueue, FakeTenantRepository,
+)
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 ADMIN_OID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -35,149 +41,18 @@ NUMBER = "+18005550100"
 LOGGER = "connector.provisioning"
 
 
-# --- fakes of the ports --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stored:
-    item: object
-    etag: str
-
-
-class FakeTenantRepository:
-    def __init__(self, consented: bool = True):
-        now = datetime.now(timezone.utc)
-        consent = Consent(by_oid=ADMIN_OID, at=now) if consented else None
-        self.tenant = Tenant(tenant_id=TENANT, region="us", created_at=now,
-                             sms_terms_consent=consent, sms_data_consent=consent)
-
-    def get_tenant(self, tenant_id):
-        return Stored(self.tenant, "t1") if tenant_id == TENANT else None
-
-
-class FakePhoneNumberRepository:
-    """Operations with ETags (a save with an old one is a ConcurrencyConflict), numbers by E.164."""
-
-    def __init__(self):
-        self.operations: dict[tuple[str, str], Stored] = {}
-        self.numbers: dict[tuple[str, str], PhoneNumber] = {}
-        self.gets: list[str] = []
-        self._version = 0
-
-    def _etag(self) -> str:
-        self._version += 1
-        return f"e{self._version}"
-
-    def list_numbers(self, tenant_id):
-        return [n for (t, _), n in sorted(self.numbers.items()) if t == tenant_id]
-
-    def get_number(self, tenant_id, phone_number):
-        return self.numbers.get((tenant_id, phone_number))
-
-    def record_number(self, number):
-        self.numbers[(number.tenant_id, number.phone_number)] = number
-
-    def start_provisioning(self, operation):
-        key = (operation.tenant_id, operation.operation_id)
-        if key in self.operations:
-            raise Conflict("NumberProvisioning already exists")
-        etag = self._etag()
-        self.operations[key] = Stored(operation, etag)
-        return etag
-
-    def get_provisioning(self, tenant_id, operation_id):
-        self.gets.append(operation_id)
-        return self.operations.get((tenant_id, operation_id))
-
-    def list_provisioning(self, tenant_id):
-        return sorted((s.item for (t, _), s in self.operations.items() if t == tenant_id), key=lambda o: o.created_at)
-
-    def save_provisioning(self, operation, etag):
-        key = (operation.tenant_id, operation.operation_id)
-        if key not in self.operations or self.operations[key].etag != etag:
-            raise ConcurrencyConflict("NumberProvisioning changed or vanished since it was read; read it again")
-        new = self._etag()
-        self.operations[key] = Stored(operation, new)
-        return new
-
-    # for the tests
-    def operation(self, operation_id) -> NumberProvisioning:
-        return self.operations[(TENANT, operation_id)].item
-
-
-class Crash(BaseException):
-    """The worker process dying mid-call (not an Exception: nothing in the code may catch it)."""
-
-
-class FakePhoneNumberProvider:
-    """ACS as the use case sees it: searches hold one number each; a search is bought at most
-    once (asked again: 409, PurchaseAlreadyStarted); a purchase may finish at once or later."""
-
-    def __init__(self, numbers=(NUMBER,), *, finish_purchases=True):
-        self.available = list(numbers)
-        self.finish_purchases = finish_purchases
-        self.searches: dict[str, str] = {}  # search id -> number
-        self.purchases: dict[str, str] = {}  # search id -> "running" | "succeeded"
-        self.owned: set[str] = set()
-        self.search_calls = 0
-        self.purchase_calls = 0
-        self.owned_calls = 0
-        self.search_errors: list[BaseException] = []
-        self.purchase_errors: list[BaseException] = []
-        self.crash_after_purchase_starts = False
-        self.before_purchase = None  # called with the search id before ACS is asked
-
-    def search_toll_free(self, country_code):
-        self.search_calls += 1
-        if self.search_errors:
-            raise self.search_errors.pop(0)
-        search_id = f"search-{self.search_calls}"
-        found = tuple(self.available[:1])
-        self.searches[search_id] = found[0] if found else ""
-        return SearchedNumbers(search_id, found)
-
-    def purchase(self, search_id):
-        self.purchase_calls += 1
-        if self.before_purchase:
-            self.before_purchase(search_id)
-        if self.purchase_errors:
-            raise self.purchase_errors.pop(0)
-        if search_id in self.purchases:
-            raise PurchaseAlreadyStarted("Azure Communication Services is already buying this number")
-        self.purchases[search_id] = "running"
-        if self.crash_after_purchase_starts:
-            self.crash_after_purchase_starts = False
-            raise Crash()
-        if self.finish_purchases:
-            self.finish(search_id)
-
-    def finish(self, search_id):
-        """ACS completes a purchase it accepted (in the background, whether anyone polls or not)."""
-        self.purchases[search_id] = "succeeded"
-        self.owned.add(self.searches[search_id])
-
-    def owned_numbers(self):
-        self.owned_calls += 1
-        return set(self.owned)
-
-    @property
-    def bought(self) -> int:
-        return sum(1 for state in self.purchases.values() if state == "succeeded")
-
-
-class FakeQueue:
-    def __init__(self, error: Exception | None = None):
-        self.error = error
-        self.sent: list = []
-
-    def send(self, message):
-        if self.error is not None:
-            raise self.error
-        self.sent.append(message)
-        return f"m{len(self.sent)}"
-
-
 # --- helpers --------------------------------------------------------------------------
+
+
+def consenting_tenants(clock: FakeClock) -> FakeTenantRepository:
+    consent = Consent(by_oid=ADMIN_OID, at=clock.now())
+    return FakeTenantRepository(Tenant(tenant_id=TENANT, region="us", created_at=clock.now(),
+                                       sms_terms_consent=consent, sms_data_consent=consent))
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
 
 
 @pytest.fixture
@@ -185,20 +60,45 @@ def repo():
     return FakePhoneNumberRepository()
 
 
-def start(repo, queue=None) -> NumberProvisioning:
-    return sms_numbers.start_provisioning(FakeTenantRepository(), repo, queue or FakeQueue(), TENANT, "US")
+@pytest.fixture
+def start(repo, clock):
+    """Start an operation for TENANT (both consents given) through the admin use case."""
+    ids = FakeIdSource()
+
+    def start(queue=None) -> NumberProvisioning:
+        use_case = SmsNumbers(consenting_tenants(clock), repo, FakeEndpointRepository(), queue or FakeQueue(),
+                              clock=clock, ids=ids)
+        return use_case.start_provisioning(TENANT, "US")
+
+    return start
+
+
+@pytest.fixture
+def run(repo, clock):
+    """Deliver the queue message of ``operation`` to the worker."""
+
+    def run(provider, operation: NumberProvisioning) -> None:
+        NumberProvisioningWorker(repo, provider, clock=clock).run(request_for(operation))
+
+    return run
+
+
+@pytest.fixture
+def stored_operation(repo, clock):
+    """An operation written straight to storage, last moved on ``minutes_ago``."""
+
+    def stored_operation(*, operation_id="op00000001", minutes_ago=0, **fields) -> NumberProvisioning:
+        when = clock.now() - timedelta(minutes=minutes_ago)
+        operation = NumberProvisioning(tenant_id=TENANT, operation_id=operation_id, country_code="US",
+                                       created_at=when, updated_at=when, **fields)
+        repo.start_provisioning(operation)
+        return operation
+
+    return stored_operation
 
 
 def request_for(operation: NumberProvisioning) -> ProvisioningRequest:
     return ProvisioningRequest(tenant_id=operation.tenant_id, operation_id=operation.operation_id)
-
-
-def stored_operation(repo, *, operation_id="op00000001", minutes_ago=0, **fields) -> NumberProvisioning:
-    when = datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)
-    operation = NumberProvisioning(tenant_id=TENANT, operation_id=operation_id, country_code="US",
-                                   created_at=when, updated_at=when, **fields)
-    repo.start_provisioning(operation)
-    return operation
 
 
 def log_text(caplog) -> str:
@@ -208,14 +108,14 @@ def log_text(caplog) -> str:
 # --- the worker -----------------------------------------------------------------------
 
 
-def test_happy_path_searches_records_the_purchase_start_then_buys_once(repo, caplog):
+def test_happy_path_searches_records_the_purchase_start_then_buys_once(repo, caplog, start, run):
     caplog.set_level(logging.INFO, logger=LOGGER)
-    operation = start(repo)
+    operation = start()
     provider = FakePhoneNumberProvider()
     seen_at_purchase = []
     provider.before_purchase = lambda search_id: seen_at_purchase.append(repo.operation(operation.operation_id))
 
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
 
     # Before ACS was asked to buy, the operation said so (step, search, number, start time).
     [before] = seen_at_purchase
@@ -229,16 +129,16 @@ def test_happy_path_searches_records_the_purchase_start_then_buys_once(repo, cap
     assert f"provisioning {operation.operation_id} succeeded" in log_text(caplog)
 
 
-def test_a_crash_after_the_purchase_started_is_not_bought_again_when_acs_owns_the_number(repo):
-    operation = start(repo)
+def test_a_crash_after_the_purchase_started_is_not_bought_again_when_acs_owns_the_number(repo, start, run):
+    operation = start()
     provider = FakePhoneNumberProvider(finish_purchases=False)
     provider.crash_after_purchase_starts = True
     with pytest.raises(Crash):
-        run_provisioning(repo, provider, request_for(operation))
+        run(provider, operation)
     assert repo.operation(operation.operation_id).purchase_started_at is not None
     provider.finish("search-1")  # ACS finished the purchase while no worker was listening
 
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
 
     assert (provider.search_calls, provider.purchase_calls, provider.bought) == (1, 1, 1)
     assert provider.owned_calls == 1
@@ -247,35 +147,35 @@ def test_a_crash_after_the_purchase_started_is_not_bought_again_when_acs_owns_th
     assert [n.phone_number for n in repo.list_numbers(TENANT)] == [NUMBER]
 
 
-def test_a_crash_while_acs_is_still_buying_is_retried_until_owned_never_bought_twice(repo):
-    operation = start(repo)
+def test_a_crash_while_acs_is_still_buying_is_retried_until_owned_never_bought_twice(repo, start, run):
+    operation = start()
     provider = FakePhoneNumberProvider(finish_purchases=False)
     provider.crash_after_purchase_starts = True
     with pytest.raises(Crash):
-        run_provisioning(repo, provider, request_for(operation))
+        run(provider, operation)
 
     # Retry: not owned yet, asking again gets ACS's 409 -> transient, the operation keeps running.
     with pytest.raises(PurchaseAlreadyStarted):
-        run_provisioning(repo, provider, request_for(operation))
+        run(provider, operation)
     still = repo.operation(operation.operation_id)
     assert (still.status, still.step, still.error) == (ProvisioningStatus.running, ProvisioningStep.purchasing, None)
     assert repo.list_numbers(TENANT) == []
 
     provider.finish("search-1")
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
     assert repo.operation(operation.operation_id).status is ProvisioningStatus.succeeded
     assert provider.search_calls == 1 and provider.purchases == {"search-1": "succeeded"}
     assert provider.purchase_calls == 2  # the second ask was refused by ACS, nothing bought twice
 
 
-def test_acs_409_on_purchase_is_transient_not_a_failure(repo, caplog):
+def test_acs_409_on_purchase_is_transient_not_a_failure(repo, caplog, start, run):
     caplog.set_level(logging.INFO, logger=LOGGER)
-    operation = start(repo)
+    operation = start()
     provider = FakePhoneNumberProvider()
     provider.purchase_errors = [PurchaseAlreadyStarted("Azure Communication Services is already buying this number")]
 
     with pytest.raises(PurchaseAlreadyStarted):
-        run_provisioning(repo, provider, request_for(operation))
+        run(provider, operation)
 
     seen = repo.operation(operation.operation_id)
     assert seen.status is ProvisioningStatus.running and seen.error is None
@@ -283,40 +183,40 @@ def test_acs_409_on_purchase_is_transient_not_a_failure(repo, caplog):
     assert f"provisioning {operation.operation_id} will be retried: PurchaseAlreadyStarted" in log_text(caplog)
 
 
-def test_acs_409_on_purchase_succeeds_when_the_number_is_already_owned(repo):
-    operation = start(repo)
+def test_acs_409_on_purchase_succeeds_when_the_number_is_already_owned(repo, start, run):
+    operation = start()
     provider = FakePhoneNumberProvider()
     provider.owned.add(NUMBER)  # the purchase went through; only its answer was lost
     provider.purchase_errors = [PurchaseAlreadyStarted("Azure Communication Services is already buying this number")]
 
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
 
     assert repo.operation(operation.operation_id).status is ProvisioningStatus.succeeded
     assert repo.get_number(TENANT, NUMBER) is not None and provider.purchase_calls == 1
 
 
-def test_an_auth_outage_is_transient_and_the_retry_carries_on(repo):
-    operation = start(repo)
+def test_an_auth_outage_is_transient_and_the_retry_carries_on(repo, start, run):
+    operation = start()
     provider = FakePhoneNumberProvider()
     provider.search_errors = [UpstreamUnavailable(
         "Azure Communication Services could not be signed in to for the number search")]
 
     with pytest.raises(UpstreamUnavailable):
-        run_provisioning(repo, provider, request_for(operation))
+        run(provider, operation)
     assert repo.operation(operation.operation_id).status is ProvisioningStatus.running
 
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
     assert repo.operation(operation.operation_id).status is ProvisioningStatus.succeeded
     assert (provider.search_calls, provider.purchase_calls) == (2, 1)
 
 
-def test_a_definite_no_fails_the_operation_with_a_sentence_and_logs_no_numbers(repo, caplog):
+def test_a_definite_no_fails_the_operation_with_a_sentence_and_logs_no_numbers(repo, caplog, start, run):
     caplog.set_level(logging.INFO, logger=LOGGER)
-    operation = start(repo)
+    operation = start()
     provider = FakePhoneNumberProvider()
     provider.purchase_errors = [NumberNotAvailable("Azure Communication Services refused the number purchase")]
 
-    run_provisioning(repo, provider, request_for(operation))  # handled: the message is done
+    run(provider, operation)  # handled: the message is done
 
     failed = repo.operation(operation.operation_id)
     assert failed.status is ProvisioningStatus.failed
@@ -329,23 +229,23 @@ def test_a_definite_no_fails_the_operation_with_a_sentence_and_logs_no_numbers(r
     assert NUMBER not in logged and NUMBER[2:] not in logged and "search-1" not in logged
 
 
-def test_no_number_to_be_had_fails_the_operation(repo):
-    operation = start(repo)
+def test_no_number_to_be_had_fails_the_operation(repo, start, run):
+    operation = start()
     provider = FakePhoneNumberProvider(numbers=())
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
     failed = repo.operation(operation.operation_id)
     assert failed.status is ProvisioningStatus.failed
     assert failed.error == "The number could not be provisioned: no toll-free number is available."
     assert provider.purchase_calls == 0
 
 
-def test_a_programming_error_propagates_with_a_log_line_and_leaves_the_operation_running(repo, caplog):
-    operation = start(repo)
+def test_a_programming_error_propagates_with_a_log_line_and_leaves_the_operation_running(repo, caplog, start, run):
+    operation = start()
     provider = FakePhoneNumberProvider()
     provider.search_errors = [TypeError("search_toll_free() got an unexpected keyword argument")]
 
     with pytest.raises(TypeError):
-        run_provisioning(repo, provider, request_for(operation))
+        run(provider, operation)
 
     assert repo.operation(operation.operation_id).status is ProvisioningStatus.running
     [record] = [r for r in caplog.records if r.name == LOGGER]
@@ -353,67 +253,68 @@ def test_a_programming_error_propagates_with_a_log_line_and_leaves_the_operation
     assert record.getMessage() == f"provisioning {operation.operation_id} stopped by an unexpected error: TypeError"
 
 
-def test_a_lost_etag_race_is_retried_not_failed(repo):
-    operation = start(repo)
+def test_a_lost_etag_race_is_retried_not_failed(repo, start, run):
+    operation = start()
     provider = FakePhoneNumberProvider()
     # Another delivery of the same message moved the operation on under this worker's feet.
     provider.before_purchase = lambda _: repo.save_provisioning(
-        repo.operation(operation.operation_id), repo.operations[(TENANT, operation.operation_id)].etag)
+        repo.operation(operation.operation_id), repo.etag_of(operation.operation_id))
 
     with pytest.raises(ConcurrencyConflict):
-        run_provisioning(repo, provider, request_for(operation))
+        run(provider, operation)
     assert repo.operation(operation.operation_id).status is ProvisioningStatus.running
 
 
-def test_a_stale_operation_that_never_started_buying_is_failed_not_bought(repo):
-    operation = stored_operation(repo, minutes_ago=20)
+def test_a_stale_operation_that_never_started_buying_is_failed_not_bought(repo, run, stored_operation):
+    operation = stored_operation(minutes_ago=20)
     provider = FakePhoneNumberProvider()
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
     failed = repo.operation(operation.operation_id)
     assert failed.status is ProvisioningStatus.failed and failed.error == sms_numbers.STALE
     assert (provider.search_calls, provider.purchase_calls) == (0, 0)
 
 
-def test_a_stale_operation_whose_purchase_went_through_is_recorded(repo):
-    long_ago = datetime.now(timezone.utc) - timedelta(minutes=20)
-    operation = stored_operation(repo, minutes_ago=20, step=ProvisioningStep.purchasing, search_id="search-9",
+def test_a_stale_operation_whose_purchase_went_through_is_recorded(repo, run, stored_operation, clock):
+    long_ago = clock.now() - timedelta(minutes=20)
+    operation = stored_operation(minutes_ago=20, step=ProvisioningStep.purchasing, search_id="search-9",
                                  phone_number=NUMBER, purchase_started_at=long_ago)
     provider = FakePhoneNumberProvider()
     provider.owned.add(NUMBER)
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
     assert repo.operation(operation.operation_id).status is ProvisioningStatus.succeeded
     assert repo.get_number(TENANT, NUMBER) is not None and provider.purchase_calls == 0
 
 
-def test_of_two_racing_operations_only_the_earlier_one_buys(repo):
-    first = stored_operation(repo, operation_id="aaaaaaaa")
-    second = stored_operation(repo, operation_id="bbbbbbbb")  # both got past the POST guard
+def test_of_two_racing_operations_only_the_earlier_one_buys(repo, run, stored_operation, clock):
+    first = stored_operation(operation_id="bbbbbbbb")
+    clock.advance(milliseconds=3)
+    second = stored_operation(operation_id="aaaaaaaa")  # both got past the POST guard (a smaller id, later)
     provider = FakePhoneNumberProvider()
 
-    run_provisioning(repo, provider, request_for(second))
-    run_provisioning(repo, provider, request_for(first))
+    run(provider, second)
+    run(provider, first)
 
-    assert repo.operation("bbbbbbbb").status is ProvisioningStatus.failed
-    assert repo.operation("bbbbbbbb").error == sms_numbers.DUPLICATE
-    assert repo.operation("aaaaaaaa").status is ProvisioningStatus.succeeded
+    assert repo.operation(second.operation_id).status is ProvisioningStatus.failed
+    assert repo.operation(second.operation_id).error == sms_numbers.DUPLICATE
+    assert repo.operation(first.operation_id).status is ProvisioningStatus.succeeded
     assert (provider.search_calls, provider.purchase_calls, provider.bought) == (1, 1, 1)
 
 
-def test_a_finished_message_is_ignored(repo):
-    operation = stored_operation(repo, status=ProvisioningStatus.succeeded)
+def test_a_finished_message_is_ignored(repo, run, stored_operation):
+    operation = stored_operation(status=ProvisioningStatus.succeeded)
     provider = FakePhoneNumberProvider()
-    run_provisioning(repo, provider, request_for(operation))
+    run(provider, operation)
     assert (provider.search_calls, provider.purchase_calls, provider.owned_calls) == (0, 0, 0)
 
 
 # --- starting -------------------------------------------------------------------------
 
 
-def test_a_second_start_while_one_runs_is_a_409_naming_it(repo):
+def test_a_second_start_while_one_runs_is_a_409_naming_it(repo, start):
     queue = FakeQueue()
-    first = start(repo, queue)
+    first = start(queue)
     with pytest.raises(ProvisioningInProgress) as raised:
-        start(repo, queue)
+        start(queue)
     assert raised.value.operation_id == first.operation_id
     assert len(queue.sent) == 1 and len(repo.operations) == 1
     resp = error_response(raised.value)
@@ -422,39 +323,119 @@ def test_a_second_start_while_one_runs_is_a_409_naming_it(repo):
     assert body["error"] == "provisioning_in_progress" and body["operation_id"] == first.operation_id
 
 
-def test_a_new_start_is_accepted_once_the_running_one_finished(repo):
-    first = start(repo)
-    run_provisioning(repo, FakePhoneNumberProvider(), request_for(first))
-    second = start(repo)
+def test_a_new_start_is_accepted_once_the_running_one_finished(repo, start, run):
+    first = start()
+    run(FakePhoneNumberProvider(), first)
+    second = start()
     assert second.operation_id != first.operation_id
     assert [o.status for o in repo.list_provisioning(TENANT)] == [ProvisioningStatus.succeeded,
                                                                   ProvisioningStatus.running]
 
 
-def test_a_stale_operation_does_not_block_a_new_start(repo):
-    stale = stored_operation(repo, operation_id="stale0001", minutes_ago=20)
-    fresh = start(repo)
+def test_a_stale_operation_does_not_block_a_new_start(start, stored_operation):
+    stale = stored_operation(operation_id="stale0001", minutes_ago=20)
+    fresh = start()
     assert fresh.operation_id != stale.operation_id and fresh.status is ProvisioningStatus.running
 
 
-def test_a_queue_failure_marks_the_operation_failed_and_does_not_block_the_next(repo, caplog):
+def test_a_queue_failure_marks_the_operation_failed_and_does_not_block_the_next(repo, caplog, start):
     with pytest.raises(StorageUnavailable):
-        start(repo, FakeQueue(error=StorageUnavailable("queue provision could not be written")))
+        start(FakeQueue(error=StorageUnavailable("queue provision could not be written")))
     [operation] = repo.list_provisioning(TENANT)
     assert operation.status is ProvisioningStatus.failed
     assert operation.error == "Provisioning could not be queued. Try again."
     assert f"provisioning {operation.operation_id} could not be queued: StorageUnavailable" in log_text(caplog)
 
     queue = FakeQueue()
-    retried = start(repo, queue)
+    retried = start(queue)
     assert [m.operation_id for m in queue.sent] == [retried.operation_id]
 
 
-def test_an_overlong_or_odd_operation_id_is_not_found_without_reaching_storage(repo):
+def test_an_overlong_or_odd_operation_id_is_not_found_without_reaching_storage(repo, clock):
+    use_case = SmsNumbers(consenting_tenants(clock), repo, FakeEndpointRepository(), FakeQueue(), clock=clock)
     for operation_id in ("a" * 600, "../x", "abc", "a" * 8 + "\n"):
         with pytest.raises(NotFound):
-            sms_numbers.get_provisioning(repo, TENANT, operation_id)
+            use_case.get_provisioning(TENANT, operation_id)
     assert repo.gets == []
+
+
+def test_operation_ids_come_from_the_id_source_and_times_from_the_clock(repo, start, clock):
+    queue = FakeQueue()
+    operation = start(queue)
+    assert operation.operation_id == "000000000000000000000001"  # FakeIdSource's first hex(12)
+    assert operation.created_at == operation.updated_at == clock.now()
+    assert queue.sent == [ProvisioningRequest(tenant_id=TENANT, operation_id=operation.operation_id)]
+    assert repo.operation(operation.operation_id) == operation
+
+
+def test_an_operation_nobody_moved_on_for_15_minutes_is_shown_failed(repo, start, clock):
+    operation = start()
+    use_case = SmsNumbers(consenting_tenants(clock), repo, FakeEndpointRepository(), FakeQueue(), clock=clock)
+    clock.advance(sms_numbers.STALE_AFTER)
+    assert use_case.get_provisioning(TENANT, operation.operation_id).status is ProvisioningStatus.running
+
+    clock.advance(seconds=1)
+    seen = use_case.get_provisioning(TENANT, operation.operation_id)
+    assert (seen.status, seen.error) == (ProvisioningStatus.failed, sms_numbers.STALE)
+    _, listed = use_case.list_numbers(TENANT)
+    assert [(o.operation_id, o.status) for o in listed] == [(operation.operation_id, ProvisioningStatus.failed)]
+    # Only shown so: the worker decides what is stored (and still finds it running).
+    assert repo.operation(operation.operation_id).status is ProvisioningStatus.running
+
+
+# --- linking --------------------------------------------------------------------------
+
+
+ENDPOINT = "ep-00000001"
+
+
+@pytest.fixture
+def endpoints(clock):
+    return FakeEndpointRepository(FhirEndpoint(
+        tenant_id=TENANT, endpoint_id=ENDPOINT, base_url="https://fhir.example.org/r4/abc",
+        environment=Environment.test, created_at=clock.now()))
+
+
+def test_an_active_number_of_the_tenant_links_and_unlinks(repo, endpoints, clock):
+    repo.record_number(PhoneNumber(tenant_id=TENANT, phone_number=NUMBER, acquired_at=clock.now()))
+    use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
+
+    linked = use_case.link_number(TENANT, ENDPOINT, NUMBER, None)
+    assert linked.item.linked_number == NUMBER and linked == endpoints.get_endpoint(TENANT, ENDPOINT)
+    [view], _ = use_case.list_numbers(TENANT)
+    assert (view.phone_number, view.linked_endpoint_ids) == (NUMBER, [ENDPOINT])
+
+    unlinked = use_case.link_number(TENANT, ENDPOINT, None, linked.etag)
+    assert unlinked.item.linked_number is None and unlinked.etag != linked.etag
+    [view], _ = use_case.list_numbers(TENANT)
+    assert view.linked_endpoint_ids == []
+
+
+def test_linking_needs_both_consents_and_an_active_number_of_the_tenant(repo, endpoints, clock):
+    repo.record_number(PhoneNumber(tenant_id=TENANT, phone_number=NUMBER, acquired_at=clock.now(),
+                                   state=PhoneNumberState.released))
+    before = endpoints.get_endpoint(TENANT, ENDPOINT)
+    no_consent = FakeTenantRepository(Tenant(tenant_id=TENANT, region="us", created_at=clock.now()))
+    with pytest.raises(UnprocessableInput) as raised:
+        SmsNumbers(no_consent, repo, endpoints, FakeQueue(), clock=clock).link_number(TENANT, ENDPOINT, NUMBER, None)
+    assert [p.field for p in raised.value.problems] == ["terms", "data"]
+
+    use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
+    for number in (NUMBER, "+18005550199"):  # released; never ours
+        with pytest.raises(UnprocessableInput) as raised:
+            use_case.link_number(TENANT, ENDPOINT, number, None)
+        assert [p.field for p in raised.value.problems] == ["phone_number"]
+    assert endpoints.get_endpoint(TENANT, ENDPOINT) == before
+
+
+def test_a_stale_etag_on_link_is_a_concurrency_conflict(repo, endpoints, clock):
+    repo.record_number(PhoneNumber(tenant_id=TENANT, phone_number=NUMBER, acquired_at=clock.now()))
+    use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
+    old = endpoints.get_endpoint(TENANT, ENDPOINT).etag
+    use_case.link_number(TENANT, ENDPOINT, NUMBER, old)
+    with pytest.raises(ConcurrencyConflict):
+        use_case.link_number(TENANT, ENDPOINT, None, old)
+    assert endpoints.get_endpoint(TENANT, ENDPOINT).item.linked_number == NUMBER
 
 
 # --- the ACS adapter's answers --------------------------------------------------------

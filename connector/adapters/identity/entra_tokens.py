@@ -46,6 +46,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from connector.adapters.net.headers import ascii_int, retry_after_seconds
 from connector.errors import ConfigurationError, NotAuthenticated, UpstreamUnavailable
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def _bounded(timeout: httpx.Timeout, limit: float) -> httpx.Timeout:
 
 def _read_limited(response: httpx.Response, limit: int) -> bytes:
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if (ascii_int(declared) or 0) > limit:
         raise UpstreamUnavailable("the identity provider's key set is implausibly large")
     deadline = time.monotonic() + JWKS_DEADLINE_SECONDS
     body = bytearray()
@@ -221,8 +222,7 @@ def _read_limited(response: httpx.Response, limit: int) -> bytes:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+    return retry_after_seconds(response.headers)
 
 
 def _parse_jwks(body: bytes) -> dict[str, PublishedKey]:

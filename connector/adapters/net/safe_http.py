@@ -1,7 +1,13 @@
-"""GET from admin-supplied URLs without letting them reach inside the stamp's network (SSRF).
+"""HTTP to admin-supplied URLs without letting them reach inside the stamp's network (SSRF).
 
     http = SafeHttpClient(allow_loopback_http=settings.local_mode)
     response = http.get("https://fhir-ehr.cerner.com/r4/{tenant}/metadata", accept=FHIR_JSON)
+    answer = http.post(token_url, form={"grant_type": "authorization_code", ...})
+
+Every FHIR base URL and every endpoint discovered from it (authorize, token, JWKS) was typed
+by an admin or named by a server an admin chose, so the connector's own calls to them (a GET
+of metadata, a POST of a code to the token endpoint, a FHIR read with a launch's token) all
+go through this client.
 
 For every hop (the URL, then each redirect, at most ``max_redirects``):
 
@@ -27,7 +33,8 @@ otherwise carry a request for another name served from the same address.
 Bounded everything: connect and read timeouts per hop, a total deadline across hops (also
 checked between body chunks, against slow-drip servers), a body size limit counted after
 content decoding (against compression bombs), only GET, no cookies, no proxies from the
-environment, no credentials in URLs.
+environment, no credentials in URLs. A POST is never redirected (a 307 would replay a code
+or a client secret to another host): its redirect comes back as a response.
 """
 
 from __future__ import annotations
@@ -36,13 +43,14 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from connector.adapters.net.addresses import Address, is_loopback, parse_address, refusal_reason
+from connector.adapters.net.headers import ascii_int
 from connector.adapters.net.errors import (
     OutboundConnectionFailed,
     OutboundRequestRefused,
@@ -84,6 +92,7 @@ class SafeResponse:
     content_type: str  # media type only, lower-case ("application/fhir+json"), "" when absent
     content: bytes
     url: str  # the URL that answered, after redirects (with the host name, not the IP)
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
 
     def json(self) -> Any:
         """The body as JSON; raises ValueError when it is not."""
@@ -117,23 +126,60 @@ class SafeHttpClient:
         return self._check(_parse_url(url), allow_loopback=allow_loopback, redirected=False)
 
     def get(
-        self, url: str, *, accept: str = "application/json", allow_loopback: bool = True
+        self, url: str, *, accept: str = "application/json", headers: Mapping[str, str] | None = None,
+        allow_loopback: bool = True,
     ) -> SafeResponse:
         """GET ``url``, following up to ``max_redirects`` redirects, each checked afresh.
 
         Any status comes back as a response (the caller judges a 404); refusals, timeouts and
-        network failures raise members of ``connector.adapters.net.errors``."""
+        network failures raise members of ``connector.adapters.net.errors``. ``headers`` (an
+        Authorization header, say) go to the first hop only, never to a redirect's host."""
         deadline = time.monotonic() + self.limits.total_timeout
         current = _parse_url(url)
+        extra = dict(headers or {})
         for hop in range(self.limits.max_redirects + 1):
             destination = self._check(current, allow_loopback=allow_loopback, redirected=hop > 0)
-            outcome = self._fetch(current, destination, accept, deadline)
+            request = _Outgoing("GET", accept, extra if hop == 0 else {}, None)
+            outcome = self._fetch(current, destination, request, deadline, follow=True)
             if isinstance(outcome, SafeResponse):
                 return outcome
             current = _redirect_target(current, outcome)
         raise TooManyRedirects(
             f"{_shown(current.host)} redirected more than {self.limits.max_redirects} times."
         )
+
+    def post(
+        self, url: str, *, form: Mapping[str, str] | None = None, body: bytes | None = None,
+        content_type: str | None = None, accept: str = "application/json",
+        headers: Mapping[str, str] | None = None, allow_loopback: bool = True,
+    ) -> SafeResponse:
+        """POST a form (``application/x-www-form-urlencoded``) or a ``body`` of ``content_type``
+        to ``url``. Never follows a redirect: it comes back as the response."""
+        if (form is None) == (body is None):
+            raise ValueError("post() takes either form or body")
+        if form is not None:
+            body, content_type = _urlencoded(form), "application/x-www-form-urlencoded"
+        return self._send_once("POST", url, body, content_type, accept, headers, allow_loopback)
+
+    def patch(
+        self, url: str, *, body: bytes, content_type: str, accept: str = "application/json",
+        headers: Mapping[str, str] | None = None, allow_loopback: bool = True,
+    ) -> SafeResponse:
+        """PATCH ``body`` to ``url`` (a FHIR JSON Patch, say). Never follows a redirect."""
+        return self._send_once("PATCH", url, body, content_type, accept, headers, allow_loopback)
+
+    def _send_once(self, method: str, url: str, body: bytes | None, content_type: str | None, accept: str,
+                   headers: Mapping[str, str] | None, allow_loopback: bool) -> SafeResponse:
+        deadline = time.monotonic() + self.limits.total_timeout
+        target = _parse_url(url)
+        destination = self._check(target, allow_loopback=allow_loopback, redirected=False)
+        extra = httpx.Headers(headers or {})
+        if content_type:
+            extra.pop("content-type", None)  # ours, whatever case the caller used
+            extra["Content-Type"] = content_type
+        outcome = self._fetch(target, destination, _Outgoing(method, accept, extra, body), deadline, follow=False)
+        assert isinstance(outcome, SafeResponse)  # follow=False: a redirect is a response
+        return outcome
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -188,32 +234,36 @@ class SafeHttpClient:
     # -- fetching ---------------------------------------------------------------------------
 
     def _fetch(
-        self, url: httpx.URL, destination: Destination, accept: str, deadline: float
+        self, url: httpx.URL, destination: Destination, outgoing: "_Outgoing", deadline: float, *, follow: bool
     ) -> SafeResponse | str:
         """The response, or the Location of a redirect. Tries the checked addresses in order
         while connecting fails (e.g. an IPv6 address on a host without IPv6 routing)."""
         failure: ConnectorError | None = None
         for address in destination.addresses:
             try:
-                return self._fetch_from(address, url, accept, deadline)
+                return self._fetch_from(address, url, outgoing, deadline, follow)
             except _ConnectFailed as exc:
                 failure = exc.error
         assert failure is not None  # addresses is never empty
         raise failure
 
     def _fetch_from(
-        self, address: str, url: httpx.URL, accept: str, deadline: float
+        self, address: str, url: httpx.URL, outgoing: "_Outgoing", deadline: float, follow: bool
     ) -> SafeResponse | str:
         host = url.host
         request_url = url.copy_with(host=address)
-        headers = {"Host": url.netloc.decode("ascii"), "Accept": accept, "User-Agent": USER_AGENT}
+        headers = httpx.Headers(outgoing.headers)
+        for name in ("host", "accept", "user-agent"):  # ours, whatever case the caller used
+            headers.pop(name, None)
+        headers.update({"Host": url.netloc.decode("ascii"), "Accept": outgoing.accept, "User-Agent": USER_AGENT})
         with httpx.Client(
             transport=self._new_transport(), trust_env=False, follow_redirects=False
         ) as client:
             request = client.build_request(
-                "GET",
+                outgoing.method,
                 request_url,
                 headers=headers,
+                content=outgoing.body,
                 timeout=self._timeout(host, deadline),
                 extensions={"sni_hostname": host},
             )
@@ -225,7 +275,7 @@ class SafeHttpClient:
                     raise _ConnectFailed(error) from None
                 raise error from None
             try:
-                if response.status_code in REDIRECT_STATUSES and response.headers.get("location"):
+                if follow and response.status_code in REDIRECT_STATUSES and response.headers.get("location"):
                     return response.headers["location"]
                 content = self._read_bounded(response, host, deadline)
             except httpx.HTTPError as exc:
@@ -233,7 +283,8 @@ class SafeHttpClient:
             finally:
                 response.close()
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        return SafeResponse(response.status_code, content_type, content, str(url))
+        kept = {name.lower(): value for name, value in response.headers.items() if name.lower() in _KEPT_HEADERS}
+        return SafeResponse(response.status_code, content_type, content, str(url), kept)
 
     def _timeout(self, host: str, deadline: float) -> httpx.Timeout:
         remaining = deadline - time.monotonic()
@@ -247,7 +298,7 @@ class SafeHttpClient:
         limit = self.limits.max_response_bytes
         too_large = ResponseTooLarge(f"{_shown(host)} sent a response larger than {limit} bytes.")
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if (ascii_int(declared) or 0) > limit:
             raise too_large
         chunks: list[bytes] = []
         size = 0
@@ -284,6 +335,24 @@ class SafeHttpClient:
         if isinstance(exc, httpx.DecodingError):
             return InvalidUpstreamData(f"{shown} sent a response that could not be decoded.")
         return UpstreamError(f"The connection to {shown} failed ({type(exc).__name__}).")
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    method: str
+    accept: str
+    headers: Mapping[str, str]
+    body: bytes | None
+
+
+# Response headers callers may need (versions, throttling, auth challenges); nothing else is kept.
+_KEPT_HEADERS = frozenset({"etag", "location", "retry-after", "www-authenticate", "last-modified"})
+
+
+def _urlencoded(form: Mapping[str, str]) -> bytes:
+    from urllib.parse import urlencode
+
+    return urlencode(list(form.items())).encode("ascii")
 
 
 class _ConnectFailed(Exception):

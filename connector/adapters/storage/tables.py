@@ -7,7 +7,6 @@ package sees ``upsert_entity`` or an Azure exception.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from azure.core import MatchConditions
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 
 from connector.adapters.storage.entities import from_entity, to_entity
 from connector.errors import ConcurrencyConflict, Conflict, UpstreamUnavailable
+from connector.services.ports import Versioned
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,14 +35,6 @@ def check_key(value: str) -> str:
     if not value or len(value) > 512 or any(ch in _FORBIDDEN_KEY_CHARS for ch in value):
         raise ValueError("a table key must be 1-512 characters without / \\ # ? or control characters")
     return value
-
-
-@dataclass(frozen=True)
-class Versioned(Generic[M]):
-    """A stored item and the ETag it was read with (the ticket for a conditional write)."""
-
-    item: M
-    etag: str
 
 
 class StorageUnavailable(UpstreamUnavailable):
@@ -127,6 +119,21 @@ class ModelTable(Generic[M]):
             raise ConcurrencyConflict(f"{self._model.__name__} changed since it was read") from exc
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be written") from exc
+
+    def take(self, partition_key: str, row_key: str) -> M | None:
+        """Read and delete a row as one claim: of two callers racing, one gets the item and the
+        other None (the delete is conditional on the ETag that was read)."""
+        stored = self.get(partition_key, row_key)
+        if stored is None:
+            return None
+        try:
+            self._client.delete_entity(check_key(partition_key), check_key(row_key), etag=stored.etag,
+                                       match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be written") from exc
+        return stored.item
 
     def partition(self, partition_key: str) -> Iterator[Versioned[M]]:
         try:

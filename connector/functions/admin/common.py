@@ -8,7 +8,7 @@ import azure.functions as func
 from pydantic import BaseModel
 
 from connector.composition import container
-from connector.domain.endpoint import Environment
+from connector.domain.endpoint import ClientAuth, Environment
 from connector.domain.tenant import Consent, Tenant
 from connector.functions.http import json_response
 from connector.services.admin_auth import AdminPrincipal, authenticate_admin
@@ -37,6 +37,11 @@ class EndpointView(BaseModel):
     location_ids: list[str]
     timezone: str
     linked_number: str | None
+    meeting_organizer: str | None
+    department_organizers: dict[str, str]
+    client_auth: ClientAuth
+    client_secret_name: str | None
+    write_back_links: bool
     created_at: datetime
     etag: str
 

@@ -7,7 +7,6 @@ from connector.composition import container
 from connector.domain.endpoint import EndpointChange, EndpointDraft, Environment
 from connector.functions.admin.common import EndpointList, EndpointView, admin_principal, endpoint_response
 from connector.functions.http import handles_errors, json_response, parse_body
-from connector.services import admin_setup
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
@@ -23,7 +22,7 @@ class ValidationRequest(BaseModel):
 @handles_errors
 def list_endpoints(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    stored = admin_setup.list_endpoints(container().endpoints, principal.tenant_id)
+    stored = container().admin_setup.list_endpoints(principal.tenant_id)
     return json_response(EndpointList(endpoints=[EndpointView.of(s) for s in stored]))
 
 
@@ -32,8 +31,7 @@ def list_endpoints(req: func.HttpRequest) -> func.HttpResponse:
 def add_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
     draft = parse_body(req, EndpointDraft)
-    deps = container()
-    stored = admin_setup.add_endpoint(deps.tenants, deps.endpoints, deps.validate_fhir_url, principal.tenant_id, draft)
+    stored = container().admin_setup.add_endpoint(principal.tenant_id, draft)
     return endpoint_response(stored, 201)
 
 
@@ -42,14 +40,14 @@ def add_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 def validate_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     admin_principal(req)
     body = parse_body(req, ValidationRequest)
-    return json_response(container().validate_fhir_url(body.base_url, body.environment))
+    return json_response(container().admin_setup.validate(body.base_url, body.environment))
 
 
 @bp.route(route="admin/endpoints/{endpoint_id}", methods=["GET"], auth_level=ANONYMOUS)
 @handles_errors
 def get_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    stored = admin_setup.get_endpoint(container().endpoints, principal.tenant_id, req.route_params["endpoint_id"])
+    stored = container().admin_setup.get_endpoint(principal.tenant_id, req.route_params["endpoint_id"])
     return endpoint_response(stored)
 
 
@@ -58,10 +56,8 @@ def get_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 def change_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
     change = parse_body(req, EndpointChange)
-    deps = container()
-    stored = admin_setup.change_endpoint(
-        deps.endpoints, deps.validate_fhir_url, principal.tenant_id, req.route_params["endpoint_id"],
-        change, req.headers.get("If-Match"),
+    stored = container().admin_setup.change_endpoint(
+        principal.tenant_id, req.route_params["endpoint_id"], change, req.headers.get("If-Match"),
     )
     return endpoint_response(stored)
 
@@ -70,8 +66,8 @@ def change_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def remove_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    admin_setup.remove_endpoint(
-        container().endpoints, principal.tenant_id, req.route_params["endpoint_id"], req.headers.get("If-Match")
+    container().admin_setup.remove_endpoint(
+        principal.tenant_id, req.route_params["endpoint_id"], req.headers.get("If-Match")
     )
     return func.HttpResponse(status_code=204)
 
@@ -80,11 +76,8 @@ def remove_endpoint(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def get_integration_record(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    deps = container()
     endpoint_id = req.route_params["endpoint_id"]
-    record = admin_setup.endpoint_integration_record(
-        deps.endpoints, principal.tenant_id, endpoint_id, deps.settings.public_base_url
-    )
+    record = container().admin_setup.integration_record(principal.tenant_id, endpoint_id)
     headers = None
     if req.params.get("download") in ("true", "1"):
         headers = {"Content-Disposition": f'attachment; filename="integration-record-{endpoint_id}.json"'}

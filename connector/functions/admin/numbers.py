@@ -9,7 +9,7 @@ from connector.composition import container
 from connector.domain.phone_number import E164, NumberProvisioning, ProvisioningStatus, ProvisioningStep
 from connector.functions.admin.common import admin_principal, endpoint_response
 from connector.functions.http import handles_errors, json_response, parse_body
-from connector.services import sms_numbers
+from connector.services.sms_numbers import NumberView
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
@@ -44,7 +44,7 @@ class OperationView(BaseModel):
 
 
 class NumberList(BaseModel):
-    phone_numbers: list[sms_numbers.NumberView]
+    phone_numbers: list[NumberView]
     operations: list[OperationView]
 
 
@@ -54,8 +54,7 @@ def provision_number(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
     body = parse_body(req, ProvisionNumber)
     deps = container()
-    operation = sms_numbers.start_provisioning(
-        deps.tenants, deps.phone_numbers, deps.provisioning_queue, principal.tenant_id, body.country_code)
+    operation = deps.sms_numbers.start_provisioning(principal.tenant_id, body.country_code)
     location = f"{deps.settings.public_base_url}/api/admin/operations/{operation.operation_id}"
     return json_response(OperationView.of(operation), 202, headers={"Location": location})
 
@@ -64,8 +63,7 @@ def provision_number(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def get_operation(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    operation = sms_numbers.get_provisioning(
-        container().phone_numbers, principal.tenant_id, req.route_params["operation_id"])
+    operation = container().sms_numbers.get_provisioning(principal.tenant_id, req.route_params["operation_id"])
     return json_response(OperationView.of(operation), headers={"Cache-Control": "no-store"})
 
 
@@ -73,8 +71,7 @@ def get_operation(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def list_numbers(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    deps = container()
-    numbers, operations = sms_numbers.list_numbers(deps.phone_numbers, deps.endpoints, principal.tenant_id)
+    numbers, operations = container().sms_numbers.list_numbers(principal.tenant_id)
     return json_response(NumberList(phone_numbers=numbers, operations=[OperationView.of(o) for o in operations]))
 
 
@@ -83,9 +80,8 @@ def list_numbers(req: func.HttpRequest) -> func.HttpResponse:
 def link_number(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
     body = parse_body(req, LinkNumber)
-    deps = container()
-    stored = sms_numbers.link_number(deps.tenants, deps.phone_numbers, deps.endpoints, principal.tenant_id,
-                                     req.route_params["endpoint_id"], body.phone_number, req.headers.get("If-Match"))
+    stored = container().sms_numbers.link_number(
+        principal.tenant_id, req.route_params["endpoint_id"], body.phone_number, req.headers.get("If-Match"))
     return endpoint_response(stored)
 
 
@@ -93,7 +89,6 @@ def link_number(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def unlink_number(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    deps = container()
-    stored = sms_numbers.link_number(deps.tenants, deps.phone_numbers, deps.endpoints, principal.tenant_id,
-                                     req.route_params["endpoint_id"], None, req.headers.get("If-Match"))
+    stored = container().sms_numbers.link_number(
+        principal.tenant_id, req.route_params["endpoint_id"], None, req.headers.get("If-Match"))
     return endpoint_response(stored)

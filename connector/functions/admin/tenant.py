@@ -6,7 +6,6 @@ from pydantic import BaseModel, ConfigDict
 from connector.composition import container
 from connector.functions.admin.common import TenantView, admin_principal
 from connector.functions.http import handles_errors, json_response, parse_body
-from connector.services import admin_setup
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
@@ -22,15 +21,14 @@ class SmsConsents(BaseModel):
 @handles_errors
 def get_tenant(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    return json_response(TenantView.of(admin_setup.get_tenant(container().tenants, principal.tenant_id).item))
+    return json_response(TenantView.of(container().admin_setup.get_tenant(principal.tenant_id).item))
 
 
 @bp.route(route="admin/tenant", methods=["POST"], auth_level=ANONYMOUS)
 @handles_errors
 def onboard_tenant(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
-    deps = container()
-    tenant, created = admin_setup.onboard_tenant(deps.tenants, principal.tenant_id, deps.settings.stamp_region)
+    tenant, created = container().admin_setup.onboard_tenant(principal.tenant_id)
     return json_response(TenantView.of(tenant), 201 if created else 200)
 
 
@@ -39,7 +37,7 @@ def onboard_tenant(req: func.HttpRequest) -> func.HttpResponse:
 def put_sms_consents(req: func.HttpRequest) -> func.HttpResponse:
     principal = admin_principal(req)
     consents = parse_body(req, SmsConsents)
-    tenant = admin_setup.record_sms_consents(
-        container().tenants, principal.tenant_id, principal.oid, terms=consents.terms, data=consents.data
+    tenant = container().admin_setup.record_sms_consents(
+        principal.tenant_id, principal.oid, terms=consents.terms, data=consents.data
     )
     return json_response(TenantView.of(tenant))
