@@ -6,6 +6,7 @@ and each test run uses unique table and queue names, so runs never see each othe
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -17,18 +18,40 @@ from dev.sandbox.server import free_port
 DATA = Path(__file__).parent / "data"
 
 # The sandbox (issuer, Cerner, ACS on loopback) and admin settings, for any tier that needs them.
-pytest_plugins = ["tests.integration.admin_fixtures"]
+pytest_plugins = ["tests.integration.admin_fixtures", "tests.integration.graph_fixtures",
+                  "tests.integration.visit_fixtures"]
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     """Tests build their settings themselves: a developer's CONNECTOR_* variables or storage
     connection must not leak in."""
-    import os
-
     for key in list(os.environ):
         if key.startswith("CONNECTOR_") or key.startswith("AzureWebJobsStorage"):
             monkeypatch.delenv(key)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (never `playwright install`), one per session:
+    Playwright's sync API allows one running instance per process."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: `make test` should have installed it")
+        pytest.skip("Debian chromium is not installed (make test installs it when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +81,8 @@ def storage_env(azurite: AzuriteEndpoints, unique_prefix: str, monkeypatch) -> d
         "CONNECTOR_STORAGE_EMULATOR_KEY": ACCOUNT_KEY,
         "CONNECTOR_STORAGE_NAME_PREFIX": unique_prefix,
         "CONNECTOR_PROVISIONING_QUEUE": f"{unique_prefix}-provision",
+        # The renewal timer must not fire in the middle of a test (midnight on New Year's Day).
+        "CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE": "0 0 0 1 1 *",
         "AzureWebJobsStorage": azurite.connection_string,
     }
     for key, value in env.items():
