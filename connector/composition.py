@@ -1,7 +1,13 @@
-"""The composition root: real adapters built from Settings, lazily, once per process.
+"""The composition root: real adapters built from Settings, lazily, once per process, and the
+use cases bound to them.
 
-Triggers ask this module for what a use case needs; tests either pass fakes to the use
-cases directly or point these real adapters at Azurite and the sandbox through settings.
+A trigger asks for one use case (``container().admin_setup``) and calls it with the request's
+inputs; it never assembles repositories itself, and no service calls back in here. Tests
+either build use cases from fakes directly or point these real adapters at Azurite and the
+sandbox through settings.
+
+Heavy SDKs (msgraph, ACS phone numbers, azure-identity) are imported inside the properties
+that need them, so importing the app stays cheap (cold start is a product feature).
 """
 
 from __future__ import annotations
@@ -11,9 +17,25 @@ from functools import cached_property, lru_cache
 from connector.settings import Settings, get_settings
 
 
+class _Lazy:
+    """An adapter built on first use: a use case that may never call it (the join page never
+    texts, the webhook never makes a meeting) does not pay for importing its SDK."""
+
+    def __init__(self, build):
+        self._build = build
+        self._target = None
+
+    def __getattr__(self, name):
+        if self._target is None:
+            self._target = self._build()
+        return getattr(self._target, name)
+
+
 class Container:
     def __init__(self, settings: Settings):
         self.settings = settings
+
+    # -- storage ---------------------------------------------------------------------------
 
     @cached_property
     def table_service(self):
@@ -63,7 +85,6 @@ class Container:
 
         return TableUsageEventLog(self.tables.usage_events)
 
-
     @cached_property
     def phone_numbers(self):
         from connector.adapters.storage.repositories import TablePhoneNumberRepository
@@ -71,16 +92,42 @@ class Container:
         return TablePhoneNumberRepository(self.tables.phone_numbers, self.tables.number_operations)
 
     @cached_property
-    def acs_phone_numbers(self):
-        from connector.adapters.acs.phone_numbers import phone_numbers_from_settings
-
-        return phone_numbers_from_settings(self.settings)
-
-    @cached_property
     def provisioning_queue(self):
         from connector.adapters.storage.queues import StorageQueue
 
         return StorageQueue.from_service(self.queue_service, self.settings.provisioning_queue)
+
+    @cached_property
+    def launch_states(self):
+        from connector.adapters.storage.repositories import TableLaunchStateRepository
+
+        return TableLaunchStateRepository(self.tables.launch_states)
+
+    @cached_property
+    def visit_rows(self):
+        from connector.adapters.storage.repositories import TableVisitRepository
+
+        return TableVisitRepository(self.tables.visits)
+
+    @cached_property
+    def join_links(self):
+        from connector.adapters.storage.repositories import TableJoinLinkRepository
+
+        return TableJoinLinkRepository(self.tables.join_links)
+
+    @cached_property
+    def meeting_subscriptions(self):
+        from connector.adapters.storage.repositories import TableSubscriptionRepository
+
+        return TableSubscriptionRepository(self.tables.subscriptions)
+
+    # -- outside services --------------------------------------------------------------------
+
+    @cached_property
+    def acs_phone_numbers(self):
+        from connector.adapters.acs.phone_numbers import phone_numbers_from_settings
+
+        return phone_numbers_from_settings(self.settings)
 
     @cached_property
     def admin_token_validator(self):
@@ -95,12 +142,142 @@ class Container:
         # Local mode may reach the sandbox on loopback; nothing else private, ever.
         return SafeHttpClient(allow_loopback_http=self.settings.local_mode)
 
+    @cached_property
+    def smart_discovery(self):
+        from connector.adapters.fhir.smart_discovery import CachedSmartDiscovery, SmartDiscoveryClient
+
+        return CachedSmartDiscovery(SmartDiscoveryClient(self.safe_http))
+
+    @cached_property
+    def fhir(self):
+        from connector.adapters.fhir.rest import FhirRestClient
+
+        return FhirRestClient(self.safe_http, allow_loopback=self.settings.local_mode)
+
+    @cached_property
+    def client_assertions(self):
+        if self.settings.client_assertion_key is None:
+            return None
+        from connector.adapters.identity.client_assertions import ClientAssertionSigner
+
+        return ClientAssertionSigner.from_pem(self.settings.client_assertion_key.get_secret_value())
+
+    @cached_property
+    def smart_tokens(self):
+        import os
+
+        from connector.adapters.fhir.smart_client import ClientSecrets, SmartTokenHttpClient
+
+        return SmartTokenHttpClient(self.safe_http, secrets=ClientSecrets(os.environ), signer=self.client_assertions,
+                                    allow_loopback=self.settings.local_mode)
+
+    @cached_property
+    def id_tokens(self):
+        from connector.adapters.fhir.smart_client import IdTokenJwksVerifier
+
+        return IdTokenJwksVerifier(self.safe_http, allow_loopback=self.settings.local_mode)
+
+    @cached_property
+    def notification_keys(self):
+        """The rich-notification certificate and its private key, when configured."""
+        from connector.adapters.graph.encryption import notification_keys_from_settings
+
+        return notification_keys_from_settings(self.settings)
+
+    @cached_property
+    def meetings(self):
+        from connector.adapters.graph.meetings import graph_meetings_from_settings
+
+        keys = self.notification_keys
+        return graph_meetings_from_settings(self.settings, notification_certificate=keys.certificate if keys else None)
+
+    @cached_property
+    def sms_sender(self):
+        from connector.adapters.acs.sms import sms_sender_from_settings
+
+        return sms_sender_from_settings(self.settings)
+
+    @cached_property
+    def session_sealer(self):
+        from connector.adapters.identity.sessions import SessionSealer
+
+        return SessionSealer.from_setting(self.settings.session_key)
+
+    @cached_property
+    def clock(self):
+        from connector.services.ports import SystemClock
+
+        return SystemClock()
+
+    @cached_property
+    def ids(self):
+        from connector.services.ports import SecretsIdSource
+
+        return SecretsIdSource()
+
+    # -- use cases ---------------------------------------------------------------------------
+
     def validate_fhir_url(self, base_url: str, environment):
         from connector.services.fhir_validation import validate_fhir_base_url
 
         return validate_fhir_base_url(
-            base_url, environment=environment, http=self.safe_http, local_mode=self.settings.local_mode
+            base_url, environment=environment, http=self.safe_http, discovery=self.smart_discovery,
+            local_mode=self.settings.local_mode,
         )
+
+    @cached_property
+    def admin_setup(self):
+        from connector.services.admin_setup import AdminSetup
+
+        return AdminSetup(self.tenants, self.endpoints, self.validate_fhir_url,
+                          region=self.settings.stamp_region, public_base_url=self.settings.public_base_url)
+
+    @cached_property
+    def sms_numbers(self):
+        from connector.services.sms_numbers import SmsNumbers
+
+        return SmsNumbers(self.tenants, self.phone_numbers, self.endpoints, self.provisioning_queue)
+
+    @cached_property
+    def number_provisioning(self):
+        from connector.services.sms_numbers import NumberProvisioningWorker
+
+        return NumberProvisioningWorker(self.phone_numbers, self.acs_phone_numbers)
+
+    @cached_property
+    def smart_launch(self):
+        from connector.services.smart_launch import SmartLaunch
+
+        return SmartLaunch(self.endpoints, self.launch_states, self.smart_discovery, self.smart_tokens, self.id_tokens,
+                           self.clock, self.ids, redirect_uri=f"{self.settings.public_base_url}/api/launch/callback",
+                           allow_loopback=self.settings.local_mode)
+
+    @cached_property
+    def visits(self):
+        from connector.services.visits import Visits
+
+        return Visits(self.visit_rows, self.meeting_subscriptions, _Lazy(lambda: self.meetings), self.usage_events,
+                      self.clock, self.ids, notification_url=self.settings.graph_notification_url)
+
+    @cached_property
+    def patient_links(self):
+        from connector.services.patient_links import PatientLinks
+
+        return PatientLinks(self.join_links, self.visit_rows, self.endpoints, self.tenants,
+                            _Lazy(lambda: self.sms_sender),
+                            self.clock, self.ids, public_base_url=self.settings.public_base_url)
+
+    @cached_property
+    def provider_visit(self):
+        from connector.services.provider_visit import ProviderVisit
+
+        return ProviderVisit(self.endpoints, self.fhir, self.visits, self.patient_links, self.clock, self.ids)
+
+    @cached_property
+    def patient_visit(self):
+        from connector.services.patient_visit import PatientVisit
+
+        return PatientVisit(self.fhir, self.visits, self.patient_links, self.clock)
 
 
 @lru_cache(maxsize=1)

@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from ipaddress import ip_address
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector import __version__
-
-LOOPBACK_HOSTS = {"localhost"}
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
+from connector.domain.endpoint import is_loopback_url
 
 
 class PortalStamp(BaseModel):
@@ -81,7 +68,39 @@ class Settings(BaseSettings):
     # An extra CA bundle for outbound TLS (the local stack's own CA); never needed in Azure.
     outbound_ca_file: str | None = None
 
-    @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url", "admin_authority_host", "acs_endpoint")
+    # Microsoft Graph (Teams meetings, change notifications), app-only. In Azure the Function
+    # App's managed identity holds the Graph application permissions (no secret); a client id
+    # and secret are for a multi-tenant app registration, or the sandbox issuer locally.
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    graph_authority_host: str = "https://login.microsoftonline.com"
+    graph_client_id: str = Field(default="", pattern=r"^([0-9a-fA-F-]{36})?$")
+    graph_client_secret: SecretStr | None = None
+    # Rich change notifications: Graph encrypts call events with this certificate (PEM) and the
+    # webhook decrypts them with its private key (PEM; a Key Vault reference in Azure). Without
+    # them, subscriptions ask for basic notifications, which today's Graph sends without details.
+    graph_notification_certificate: str | None = None
+    graph_notification_key: SecretStr | None = None
+
+    # NCRONTAB of the timer that renews Graph subscriptions before they expire (a trigger's %SETTING%).
+    subscription_renewal_schedule: str = "0 */30 * * * *"
+
+    # Seals (AES-GCM) the provider's launch session into a cookie: base64 of 32 or more random
+    # bytes (the AES key is derived from them with HKDF).
+    # A Key Vault reference in Azure; the local stack makes one at first start.
+    session_key: SecretStr | None = None
+    # The stamp's private key (PEM, RSA >= 2048 or EC P-384) for private_key_jwt client
+    # assertions; its public half is served at /api/.well-known/jwks.json. Key Vault in Azure.
+    client_assertion_key: SecretStr | None = None
+
+    @field_validator("graph_client_secret", "graph_notification_certificate", "graph_notification_key",
+                     "session_key", "client_assertion_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        # An app setting that exists but is empty means "not configured", not "an empty secret".
+        return None if value == "" else value
+
+    @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url", "admin_authority_host",
+                     "acs_endpoint", "graph_base_url", "graph_authority_host")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
@@ -98,6 +117,11 @@ class Settings(BaseSettings):
         if self.acs_emulator_key is not None and not is_loopback_url(self.acs_endpoint):
             raise ValueError("CONNECTOR_ACS_EMULATOR_KEY is accepted only for the simulator on loopback")
         return self
+
+    @property
+    def graph_notification_url(self) -> str:
+        """Where Graph posts change notifications for this stamp's meetings."""
+        return f"{self.public_base_url}/api/notifications/graph"
 
     @property
     def table_endpoint(self) -> str:

@@ -7,7 +7,7 @@ from starlette.applications import Starlette
 
 from connector.composition import container
 from dev.sandbox.cerner import RegisteredClient
-from dev.sandbox.entra import CONTOSO_TID
+from dev.sandbox.entra import CONTOSO_ORGANIZER_OID, CONTOSO_TID
 from dev.seed import DemoTenant, seed_demo_tenant
 
 # Public client ids, as Cerner's code console would issue them for the demo's apps.
@@ -16,12 +16,20 @@ PATIENT_CLIENT_ID = "0f6a1b7e-demo-patient-app"
 BACKEND_CLIENT_ID = "0f6a1b7e-demo-backend-service"
 
 
-def register_demo_clients(cerner_app: Starlette, entra_app: Starlette, *, host_url: str) -> DemoTenant:
+# Avery Lindqvist, the demo tenant's Global Administrator, gave the SMS consents.
+DEMO_ADMIN_OID = "c6ee2195-2f43-43df-9261-340dddf3bb56"
+
+
+def register_demo_clients(cerner_app: Starlette, entra_app: Starlette, *, host_url: str,
+                          sms_number: str | None = None) -> DemoTenant:
     """Register the connector's SMART apps with the Cerner sandbox; describe the demo tenant."""
     sim = cerner_app.state.cerner
     callback = f"{host_url}/api/launch/callback"
-    sim.register_client(RegisteredClient(PROVIDER_CLIENT_ID, redirect_uris=(callback,), name="Connector provider launch"))
-    sim.register_client(RegisteredClient(PATIENT_CLIENT_ID, redirect_uris=(callback,), name="Connector patient launch"))
+    # The provider app's SMART launch URI is what the sandbox PowerChart's Teams button opens.
+    sim.register_client(RegisteredClient(PROVIDER_CLIENT_ID, redirect_uris=(callback,), name="Connector provider launch",
+                                         launch_url=f"{host_url}/api/launch/provider"))
+    sim.register_client(RegisteredClient(PATIENT_CLIENT_ID, redirect_uris=(callback,), name="Connector patient launch",
+                                         launch_url=f"{host_url}/api/launch/patient"))
     # Backend services authenticate with private_key_jwt against the connector's published JWKS.
     sim.register_client(
         RegisteredClient(BACKEND_CLIENT_ID, jwks_uri=f"{host_url}/api/.well-known/jwks.json", name="Connector reminders")
@@ -38,6 +46,9 @@ def register_demo_clients(cerner_app: Starlette, entra_app: Starlette, *, host_u
         cerner_tenant_id=sim.urls.tenant_id,
         authorize_url=sim.urls.authorize("provider"),
         token_url=sim.urls.token,
+        meeting_organizer=CONTOSO_ORGANIZER_OID,
+        sms_number=sms_number,
+        consent_by_oid=DEMO_ADMIN_OID if sms_number else None,
     )
 
 

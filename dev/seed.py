@@ -1,4 +1,9 @@
-"""Seed a demo tenant into the stamp: idempotent, so `make run` can run it at every start."""
+"""Seed a demo tenant into the stamp: idempotent, so `make run` can run it at every start.
+
+The demo tenant is ready for the clinical flow: its test FHIR endpoint has the connector's
+client ids, a Teams meeting organizer and write-back on; SMS is consented (by the demo admin)
+and a toll-free number the ACS sandbox owns is linked to the endpoint.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from datetime import datetime, timezone
 
 from connector.composition import Container
 from connector.domain.endpoint import Environment, FhirEndpoint
-from connector.domain.tenant import Tenant
+from connector.domain.phone_number import PhoneNumber
+from connector.domain.tenant import Consent, Tenant
 
 
 @dataclass(frozen=True)
@@ -22,13 +28,21 @@ class DemoTenant:
     cerner_tenant_id: str
     authorize_url: str
     token_url: str
+    meeting_organizer: str | None = None
+    sms_number: str | None = None
+    consent_by_oid: str | None = None  # the demo admin who gave the SMS consents
 
 
 def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
-    """Create the stamp's tables, the demo tenant and its test FHIR endpoint (if missing)."""
+    """Create the stamp's tables, the demo tenant, its number and its test FHIR endpoint (if missing)."""
     deps.tables.create_missing()
     now = datetime.now(timezone.utc)
     deps.tenants.onboard_tenant(Tenant(tenant_id=demo.tenant_id, region=deps.settings.stamp_region, created_at=now))
+    if demo.consent_by_oid:
+        _consent(deps, demo, now)
+    if demo.sms_number:
+        deps.phone_numbers.record_number(PhoneNumber(tenant_id=demo.tenant_id, phone_number=demo.sms_number,
+                                                     acquired_at=now))
     endpoint = FhirEndpoint(
         tenant_id=demo.tenant_id,
         endpoint_id="demo-clinic",
@@ -43,6 +57,9 @@ def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
         backend_client_id=demo.backend_client_id,
         location_ids=demo.location_ids,
         timezone=demo.timezone,
+        linked_number=demo.sms_number,
+        meeting_organizer=demo.meeting_organizer,
+        write_back_links=demo.meeting_organizer is not None,
         created_at=now,
     )
     existing = deps.endpoints.get_endpoint(demo.tenant_id, endpoint.endpoint_id)
@@ -50,7 +67,15 @@ def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
         deps.endpoints.add_endpoint(endpoint)
     elif existing.item != endpoint.model_copy(update={"created_at": existing.item.created_at}):
         # seeded by an earlier start with other ports or ids: bring it up to date
-        refreshed = endpoint.model_copy(update={"created_at": existing.item.created_at,
-                                                "linked_number": existing.item.linked_number})
+        refreshed = endpoint.model_copy(update={"created_at": existing.item.created_at})
         deps.endpoints.save_endpoint(refreshed, existing.etag, previous_base_url=existing.item.base_url)
     return deps.endpoints.get_endpoint(demo.tenant_id, endpoint.endpoint_id).item
+
+
+def _consent(deps: Container, demo: DemoTenant, now: datetime) -> None:
+    stored = deps.tenants.get_tenant(demo.tenant_id)
+    if stored.item.sms_allowed:
+        return
+    consent = Consent(by_oid=demo.consent_by_oid, at=now)
+    deps.tenants.save_tenant(stored.item.model_copy(update={"sms_terms_consent": consent,
+                                                            "sms_data_consent": consent}), stored.etag)

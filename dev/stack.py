@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dev.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, AzuriteEndpoints
+from dev.keys import LocalKeys, ensure_local_keys
 from dev.sandbox.server import LoopbackServer
 from dev.sandbox.tls import ensure_local_tls
 
 ROOT = Path(__file__).resolve().parents[1]
 # The local ACS simulator's access key: a sandbox value, valid nowhere else (base64, as ACS keys are).
 ACS_SANDBOX_KEY = "c2FuZGJveC1hY3Mta2V5LW5vdC1hLXJlYWwtc2VjcmV0LTAwMDAwMDAwMDA="
+# The demo tenant's toll-free SMS number, owned in the ACS sandbox from the start (fictional).
+DEMO_NUMBERS = ("+18335550142",)
 log = logging.getLogger("dev.stack")
 
 
@@ -36,14 +39,17 @@ class Ports:
     cerner: int = 8081
     entra: int = 8443
     acs: int = 8089
+    graph: int = 8090
     azurite_blob: int = 10000
     azurite_queue: int = 10001
     azurite_table: int = 10002
 
 
-def connector_environment(azurite: AzuriteEndpoints, ports: Ports, ca_file: Path) -> dict[str, str]:
-    """The app settings the connector reads, pointing at this stack."""
-    from dev.sandbox import entra
+def connector_environment(azurite: AzuriteEndpoints, ports: Ports, ca_file: Path,
+                          keys: LocalKeys | None = None) -> dict[str, str]:
+    """The app settings the connector reads, pointing at this stack (``keys``: the local stack's
+    own session, client assertion and notification keys; without them, launches are off)."""
+    from dev.sandbox import entra, graph
 
     host_url = f"http://127.0.0.1:{ports.host}"
     return {
@@ -65,6 +71,15 @@ def connector_environment(azurite: AzuriteEndpoints, ports: Ports, ca_file: Path
         "CONNECTOR_ACS_ENDPOINT": f"http://127.0.0.1:{ports.acs}",
         "CONNECTOR_ACS_EMULATOR_KEY": ACS_SANDBOX_KEY,
         "CONNECTOR_PROVISIONING_QUEUE": "provision-number",
+        "CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE": "0 */30 * * * *",
+        **({
+            "CONNECTOR_SESSION_KEY": keys.session_key,
+            "CONNECTOR_CLIENT_ASSERTION_KEY": keys.client_assertion_pem,
+            "CONNECTOR_GRAPH_NOTIFICATION_CERTIFICATE": keys.notification_certificate_pem,
+            "CONNECTOR_GRAPH_NOTIFICATION_KEY": keys.notification_key_pem,
+        } if keys else {}),
+        **graph.connector_environment(graph_url=f"http://127.0.0.1:{ports.graph}",
+                                      entra_url=f"https://127.0.0.1:{ports.entra}"),
     }
 
 
@@ -75,6 +90,7 @@ class Stack:
         self.with_host = with_host
         self._exit = ExitStack()
         self.urls: dict[str, str] = {}
+        self.apps: dict[str, object] = {}
 
     def start(self) -> "Stack":
         try:
@@ -85,7 +101,7 @@ class Stack:
         return self
 
     def _start(self) -> None:
-        from dev.sandbox import acs, cerner, entra
+        from dev.sandbox import acs, cerner, entra, graph
 
         p = self.ports
         azurite = AzuriteEndpoints(p.azurite_blob, p.azurite_queue, p.azurite_table)
@@ -101,19 +117,26 @@ class Stack:
             LoopbackServer(entra_app, p.entra, certfile=tls.cert_file, keyfile=tls.key_file, name="entra")
         )
 
-        acs_app = acs.create_app(public_url=f"http://127.0.0.1:{p.acs}", access_key=ACS_SANDBOX_KEY)
+        acs_app = acs.create_app(public_url=f"http://127.0.0.1:{p.acs}", access_key=ACS_SANDBOX_KEY,
+                                 purchased_numbers=DEMO_NUMBERS)
         self._exit.enter_context(LoopbackServer(acs_app, p.acs, name="acs"))
+        graph_app = graph.create_app(public_url=f"http://127.0.0.1:{p.graph}", issuer=entra_app.state.issuer)
+        self._exit.enter_context(LoopbackServer(graph_app, p.graph, name="graph"))
 
-        os.environ.update(connector_environment(azurite, p, tls.ca_file))
+        os.environ.update(connector_environment(azurite, p, tls.ca_file, ensure_local_keys(self.data_dir / "keys")))
         from dev.demo import register_demo_clients, seed_demo
 
-        demo = register_demo_clients(cerner_app, entra_app, host_url=f"http://127.0.0.1:{p.host}")
+        demo = register_demo_clients(cerner_app, entra_app, host_url=f"http://127.0.0.1:{p.host}",
+                                     sms_number=DEMO_NUMBERS[0])
         seed_demo(demo)
+        self.apps = {"cerner": cerner_app, "entra": entra_app, "acs": acs_app, "graph": graph_app}
 
         self.urls = {
+            "Sandbox PowerChart (launch a video visit)": cerner_app.state.cerner.urls.powerchart,
             "Cerner sandbox FHIR base": demo.fhir_base_url,
             "Entra ID sandbox issuer": f"{entra_url}/{demo.tenant_id}/v2.0",
             "ACS sandbox SMS outbox": f"http://127.0.0.1:{p.acs}/_sandbox/outbox",
+            "Graph sandbox meetings": f"http://127.0.0.1:{p.graph}/_sandbox/meetings",
             "Azurite tables": azurite.table_url,
             "Azurite queues": azurite.queue_url,
             "local CA to trust (or accept the issuer once)": str(tls.ca_file),
@@ -158,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nThe stack is up. Open:", flush=True)
     for label, url in stack.urls.items():
         print(f"  {label:<{width}}  {url}", flush=True)
+    print("\nStart a video visit from the sandbox PowerChart: its Teams button launches the connector as"
+          "\nthe clinician; Send link texts the patient (see the SMS outbox), whose link opens the meeting.", flush=True)
     print("\nSign in to the portal as Avery Lindqvist (Global Administrator of Contoso Clinic, the"
           "\ndemo tenant), or Samira Haddad (Fabrikam Health, not set up yet).", flush=True)
     print("\nCtrl-C stops everything.", flush=True)

@@ -103,6 +103,11 @@ param maximumInstanceCount int = 100
 ])
 param instanceMemoryMB int = 2048
 
+@description('Key material of the provider page\'s session key (CONNECTOR_SESSION_KEY), kept in Key Vault. A new value each deployment by default: open visit pages then ask for a relaunch.')
+@secure()
+@minLength(32)
+param sessionKeyMaterial string = '${newGuid()}${newGuid()}'
+
 @description('Tags for every resource; the stamp adds its region.')
 param tags object = {}
 
@@ -111,6 +116,8 @@ var roleStorageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var roleStorageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var roleStorageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var roleKeyVaultCryptoUser = '12338af0-0e69-4776-bea7-57ae8d297424'
+// Read secrets (the session key) through Key Vault references in app settings.
+var roleKeyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 // ACS authorises Entra callers (SMS send, phone-number search and purchase) by control-plane
 // actions on the resource; this is the narrowest built-in role that carries them.
 var roleCommunicationServiceOwner = '09976791-48a7-449e-bb21-39d1a415f350'
@@ -127,6 +134,10 @@ var tableNames = [
   'usageevents'
   'phonenumbers'
   'numberops'
+  'launchstates'
+  'visits'
+  'joinlinks'
+  'meetingsubs'
 ]
 
 var stampTags = union(tags, {
@@ -264,6 +275,26 @@ resource keyVaultCryptoUser 'Microsoft.Authorization/roleAssignments@2022-04-01'
   }
 }
 
+// The provider page's session key: the app setting is a Key Vault reference, never the value.
+resource sessionKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: keyVault
+  name: 'session-key'
+  properties: {
+    value: base64(sessionKeyMaterial)
+    contentType: 'base64 key material'
+  }
+}
+
+resource keyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, identity.id, roleKeyVaultSecretsUser)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleKeyVaultSecretsUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource communication 'Microsoft.Communication/communicationServices@2023-04-01' = {
   name: 'acs-${functionAppName}'
   location: 'global'
@@ -354,6 +385,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references in app settings resolve with the stamp's identity.
+    keyVaultReferenceIdentity: identity.id
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
     siteConfig: {
@@ -437,12 +470,15 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CONNECTOR_PORTAL_STAMPS: portalStampsJson
     CONNECTOR_ACS_ENDPOINT: 'https://${communication.properties.hostName}'
     CONNECTOR_PROVISIONING_QUEUE: provisioningQueue.name
+    CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE: '0 */30 * * * *'
+    CONNECTOR_SESSION_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${sessionKeySecret.name})'
   }
   dependsOn: [
     storageTableDataContributor
     storageQueueDataContributor
     storageBlobDataOwner
     keyVaultCryptoUser
+    keyVaultSecretsUser
     communicationServiceOwner
     monitoringMetricsPublisher
     tables

@@ -9,9 +9,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 class UsageKind(str, Enum):
     launch = "launch"
+    lobby = "lobby"  # the patient entered the lobby
     visit_started = "visit_started"
     visit_ended = "visit_ended"
-    lobby_wait = "lobby_wait"
+    lobby_wait = "lobby_wait"  # admitted; duration = time in the lobby
     no_show = "no_show"
     sms_sent = "sms_sent"
     sms_delivered = "sms_delivered"

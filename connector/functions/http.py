@@ -76,3 +76,60 @@ def handles_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]):
             return error_response(exc)
 
     return wrapper
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+# Pages of the clinical flows are never cached or framed, and say nothing to other sites.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                "X-Frame-Options": "DENY"}
+
+
+def html_response(page, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
+    """A rendered ``connector.pages`` page with its CSP."""
+    all_headers = {**PAGE_HEADERS, "Content-Security-Policy": page.csp, **(headers or {})}
+    return func.HttpResponse(page.html, status_code=status, mimetype="text/html", charset="utf-8",
+                             headers=all_headers)
+
+
+def redirect(location: str, status: int = 302, headers: dict | None = None) -> func.HttpResponse:
+    return func.HttpResponse(status_code=status, headers={**PAGE_HEADERS, "Location": location, **(headers or {})})
+
+
+def error_page(error: Exception) -> func.HttpResponse:
+    """Map an exception to a readable page: what happened and what to do, never a trace."""
+    from connector.pages.layout import message_page
+
+    if isinstance(error, ValidationError):
+        error = ConfigurationError("the stamp's configuration is invalid; see the host log")
+    if not isinstance(error, ConnectorError):
+        log.error("unexpected error: %s", type(error).__name__)
+        page = message_page("Something went wrong", "The visit could not be opened. Try again in a moment; if it "
+                            "keeps happening, tell your administrator.")
+        return html_response(page, 500)
+    if error.http_status >= 500:
+        log.warning("request failed: %s", type(error).__name__)
+    titles = {400: "This launch cannot continue", 401: "Sign-in failed", 403: "Not allowed",
+              404: "Not found", 409: "Setup needed", 422: "Cannot do that", 502: "A connected service failed",
+              503: "Please try again shortly"}
+    message = error.message[:1].upper() + error.message[1:]
+    page = message_page(titles.get(error.http_status, "Something went wrong"),
+                        message if message.endswith(".") else f"{message}.")
+    headers = {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    return html_response(page, error.http_status, headers or None)
+
+
+def handles_errors_as_pages(handler: Callable[[func.HttpRequest], func.HttpResponse]):
+    """Decorate a page trigger so every error becomes a readable page (:func:`error_page`)."""
+
+    @wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except Exception as exc:  # noqa: BLE001 - nothing escapes as a stack trace
+            return error_page(exc)
+
+    return wrapper

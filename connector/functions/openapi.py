@@ -22,6 +22,7 @@ from connector.functions.admin.endpoints import ValidationRequest
 from connector.functions.admin.numbers import LinkNumber, NumberList, OperationView, ProvisionNumber
 from connector.functions.admin.tenant import SmsConsents
 from connector.functions.http import handles_errors, json_response
+from connector.functions.visit import LinkSentView, StatusView
 from connector.services.health import HealthReport
 
 bp = func.Blueprint()
@@ -37,6 +38,9 @@ class Operation:
     body: type[BaseModel] | None = None
     admin: bool = True
     if_match: bool = False  # needs the ETag it read (428 without it)
+    page: bool = False  # answers text/html (a page or a redirect to one), not JSON
+    query: tuple[str, ...] = ()  # query parameters, all optional strings
+    session: bool = False  # needs the launch's sealed session cookie (vv_session)
 
 
 OPERATIONS: list[Operation] = [
@@ -76,6 +80,35 @@ OPERATIONS: list[Operation] = [
               "Send this endpoint's SMS from a number", {200: EndpointView, 404: None, 422: None}, LinkNumber),
     Operation("delete", "/admin/endpoints/{endpoint_id}/phone-number", "unlink_number",
               "Stop sending this endpoint's SMS from its number", {200: EndpointView, 404: None}),
+    # The clinical flows: pages and redirects for browsers (PowerChart's window, the patient's phone).
+    Operation("get", "/launch/provider", "launch_provider",
+              "SMART EHR launch from PowerChart: 302 to the EHR's authorize endpoint; 400 page for an unknown iss",
+              {302: None, 400: None}, admin=False, page=True, query=("iss", "launch")),
+    Operation("get", "/launch/patient", "launch_patient",
+              "SMART launch from the patient portal: 302 to the EHR's authorize endpoint",
+              {302: None, 400: None}, admin=False, page=True, query=("iss", "launch")),
+    Operation("get", "/launch/callback", "launch_callback",
+              "The SMART redirect URI: 303 to the visit page (provider) or the join page (patient)",
+              {303: None, 400: None, 401: None, 409: None, 502: None, 503: None}, admin=False, page=True,
+              query=("code", "state", "error", "error_description")),
+    Operation("get", "/visit/{session_id}", "provider_visit_page", "The clinician's visit page (or appointment picker)",
+              {200: None, 401: None}, admin=False, page=True, session=True),
+    Operation("post", "/visit/{session_id}/pick", "pick_appointment",
+              "Pick one of the launch's appointments (form field appointment): 303 to the visit page",
+              {303: None, 401: None, 403: None}, admin=False, page=True, session=True),
+    Operation("get", "/visit/{session_id}/status", "visit_status", "The patient's live state in the meeting",
+              {200: StatusView, 401: None, 404: None}, admin=False, session=True),
+    Operation("post", "/visit/{session_id}/send-link", "send_visit_link",
+              "Text the patient their join link (header X-Requested-With: fetch)",
+              {200: LinkSentView, 401: None, 403: None, 422: None, 502: None, 503: None}, admin=False, session=True),
+    Operation("get", "/j/{token}", "patient_join_page", "The patient's join page (404 unknown, 410 expired)",
+              {200: None, 404: None, 410: None}, admin=False, page=True, query=("hl",)),
+    Operation("post", "/notifications/graph", "graph_notifications",
+              "Microsoft Graph change notifications (validation handshake: 200 text/plain)",
+              {200: None, 202: None, 400: None, 403: None, 413: None, 415: None}, admin=False,
+              query=("validationToken",)),
+    Operation("get", "/.well-known/jwks.json", "jwks", "The stamp's public keys for private_key_jwt",
+              {200: None}, admin=False),
 ]
 
 ERROR_SCHEMA = {
@@ -112,6 +145,10 @@ def _operation(op: Operation, components: dict) -> dict:
         content = None
         if model is not None:
             content = {"application/json": {"schema": _schema_ref(model, components)}}
+        elif op.page and status not in (302, 303):
+            content = {"text/html": {"schema": {"type": "string"}}}
+        elif op.page:
+            content = None  # a redirect: the Location header says where
         elif status >= 400:
             content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         elif status != 204:
@@ -123,9 +160,15 @@ def _operation(op: Operation, components: dict) -> dict:
         for status, text in ((400, "bad input"), (401, "no valid bearer token"), (403, "not an admin")):
             responses.setdefault(str(status), {"description": text, "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
-    parameters = [name for name in ("endpoint_id", "operation_id") if f"{{{name}}}" in op.path]
+    parameters = [name for name in ("endpoint_id", "operation_id", "session_id", "token") if f"{{{name}}}" in op.path]
     document["parameters"] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters]
+    document["parameters"] += [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in op.query]
+    if op.session:
+        document["parameters"].append({"name": "vv_session", "in": "cookie", "required": True,
+                                       "description": "The launch's sealed session (set by the callback)",
+                                       "schema": {"type": "string"}})
     if op.if_match:
         document["parameters"].append({"name": "If-Match", "in": "header", "required": True,
                                        "description": "The ETag the endpoint was read with",

@@ -43,7 +43,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 @pytest.fixture
 def stack(tmp_path):
-    ports = {name: free_port() for name in ("host", "cerner", "entra", "acs", "azurite-blob", "azurite-queue", "azurite-table")}
+    ports = {name: free_port() for name in ("host", "cerner", "entra", "acs", "graph", "azurite-blob", "azurite-queue", "azurite-table")}
     args = [sys.executable, "-m", "dev.stack", "--data-dir", str(tmp_path / "data")]
     for name, port in ports.items():
         args += [f"--{name}-port", str(port)]

@@ -39,6 +39,13 @@ SAFE_DEFAULTS = {
     "storage_timeout_seconds": "tuned for triggers, not per deployment",
     "admin_clock_skew_seconds": "tuned for token validation, not per deployment",
     "outbound_ca_file": "only for the local stack's own CA",
+    "graph_base_url": "Microsoft Graph's public v1.0 endpoint",
+    "graph_authority_host": "Entra ID's public authority",
+    "graph_client_id": "empty: the managed identity holds the Graph application permissions",
+    "graph_client_secret": "none with the managed identity; a multi-tenant app registration sets it as a Key Vault reference",
+    "graph_notification_certificate": "only for rich notifications: the operator adds it (infra/README.md)",
+    "graph_notification_key": "with the certificate, as a Key Vault reference (infra/README.md)",
+    "client_assertion_key": "only for private_key_jwt apps: the operator adds it as a Key Vault reference (infra/README.md)",
 }
 # Accepted only for emulators on loopback: must never reach Azure.
 EMULATOR_ONLY = {"storage_emulator_key", "acs_emulator_key"}
@@ -51,6 +58,7 @@ ROLE_MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 
 # Identity-based host storage connection: https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity
 IDENTITY_HOST_STORAGE = {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId"}
+KEY_VAULT_REFERENCE = re.compile(r"@Microsoft\.KeyVault\(VaultName=\$\{keyVault\.name\};SecretName=\$\{[A-Za-z]+\.name\}\)")
 SECRET_SHAPED = re.compile(r"key|secret|password|passwd|connection|connstr|sas|token|credential", re.IGNORECASE)
 
 
@@ -261,6 +269,8 @@ def test_no_app_setting_or_output_carries_a_secret():
     for name in stamp_app_settings():
         if name in IDENTITY_HOST_STORAGE or name == "APPLICATIONINSIGHTS_CONNECTION_STRING":
             continue
+        if KEY_VAULT_REFERENCE.fullmatch(str(stamp_app_settings()[name])):
+            continue  # the value is a pointer the platform resolves with the identity, not a secret
         assert not SECRET_SHAPED.search(name), f"secret-shaped app setting {name}"
     assert "AzureWebJobsStorage" not in stamp_app_settings(), "the host storage goes by identity"
     # The one connection string allowed names an ingestion endpoint that accepts Entra tokens only.

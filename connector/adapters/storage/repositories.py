@@ -11,10 +11,12 @@ from pydantic import BaseModel
 
 from connector.adapters.storage.tables import ModelTable, Versioned
 from connector.domain.endpoint import FhirEndpoint, normalize_base_url
+from connector.domain.launch import LaunchState
 from connector.domain.notification import NotificationClaim
 from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.tenant import Tenant
 from connector.domain.usage import UsageEvent
+from connector.domain.visit import JoinLink, SubscriptionLink, Visit, token_hash
 from connector.errors import ConcurrencyConflict, Conflict, Problem
 from connector.settings import Settings
 
@@ -223,6 +225,78 @@ class TablePhoneNumberRepository:
         return self._operations.replace(operation, etag)
 
 
+class TableLaunchStateRepository:
+    """``launchstates``: one row per SMART launch in flight, taken (deleted) by its callback."""
+
+    def __init__(self, table: ModelTable[LaunchState]):
+        self._table = table
+
+    def save_state(self, state: LaunchState) -> None:
+        self._table.insert(state)
+
+    def take_state(self, state: str) -> LaunchState | None:
+        return self._table.take(*_launch_state_keys(state))
+
+
+def _launch_state_keys(state: str) -> tuple[str, str]:
+    return state[:2], state  # spread over partitions by the random state's first characters
+
+
+class TableVisitRepository:
+    """``visits``: one row per (tenant+endpoint, appointment): the meeting and its live state."""
+
+    def __init__(self, table: ModelTable[Visit]):
+        self._table = table
+
+    def get_visit(self, tenant_id: str, endpoint_id: str, appointment_id: str) -> Versioned[Visit] | None:
+        return self._table.get(f"{tenant_id}_{endpoint_id}", appointment_id)
+
+    def add_visit(self, visit: Visit) -> bool:
+        return self._table.try_insert(visit)
+
+    def save_visit(self, visit: Visit, etag: str) -> str:
+        return self._table.replace(visit, etag)
+
+
+class TableJoinLinkRepository:
+    """``joinlinks``: patient links by the SHA-256 of their token (the token itself is never stored)."""
+
+    def __init__(self, table: ModelTable[JoinLink]):
+        self._table = table
+
+    def add_link(self, link: JoinLink) -> None:
+        self._table.insert(link)
+
+    def find_link(self, token: str) -> JoinLink | None:
+        digest = token_hash(token)
+        stored = self._table.get(digest[:2], digest)
+        return stored.item if stored else None
+
+
+class TableSubscriptionRepository:
+    """``meetingsubs``: Graph subscriptions by id, pointing at their visit (one partition: few rows)."""
+
+    PARTITION = "sub"
+
+    def __init__(self, table: ModelTable[SubscriptionLink]):
+        self._table = table
+
+    def add_subscription(self, link: SubscriptionLink) -> None:
+        self._table.upsert(link)  # Graph's ids are unique; a retried save writes the same row
+
+    def get_subscription(self, subscription_id: str) -> Versioned[SubscriptionLink] | None:
+        return self._table.get(self.PARTITION, subscription_id)
+
+    def save_subscription(self, link: SubscriptionLink, etag: str) -> str:
+        return self._table.replace(link, etag)
+
+    def remove_subscription(self, subscription_id: str) -> None:
+        self._table.delete(self.PARTITION, subscription_id)
+
+    def expiring_before(self, moment: datetime) -> list[Versioned[SubscriptionLink]]:
+        return [v for v in self._table.partition(self.PARTITION) if v.item.expires_at < moment]
+
+
 class StampTables:
     """Every table of the stamp, built from one service client (the composition root holds one)."""
 
@@ -240,10 +314,16 @@ class StampTables:
         self.usage_events = table("usageevents", UsageEvent, _usage_keys)
         self.phone_numbers = table("phonenumbers", PhoneNumber, lambda n: (n.tenant_id, n.phone_number))
         self.number_operations = table("numberops", NumberProvisioning, lambda o: (o.tenant_id, o.operation_id))
+        self.launch_states = table("launchstates", LaunchState, lambda s: _launch_state_keys(s.state))
+        self.visits = table("visits", Visit, lambda v: (f"{v.tenant_id}_{v.endpoint_id}", v.appointment_id))
+        self.join_links = table("joinlinks", JoinLink, lambda link: (link.token_hash[:2], link.token_hash))
+        self.subscriptions = table("meetingsubs", SubscriptionLink,
+                                   lambda sub: (TableSubscriptionRepository.PARTITION, sub.subscription_id))
 
     def all(self) -> list[ModelTable]:
         return [self.tenants, self.endpoints, self.endpoint_urls, self.notifications, self.usage_events,
-                self.phone_numbers, self.number_operations]
+                self.phone_numbers, self.number_operations, self.launch_states, self.visits, self.join_links,
+                self.subscriptions]
 
     def create_missing(self) -> None:
         for table in self.all():

@@ -11,6 +11,10 @@ const CLIENT_FIELDS = [
   ["backend_client_id", "Backend service client id", "The system account that reads appointments for reminders."],
 ];
 
+// Optional fields an admin may empty again (sent as null, which clears them).
+const CLEARABLE = new Set(["provider_client_id", "patient_client_id", "backend_client_id", "meeting_organizer",
+  "client_secret_name"]);
+
 function browserTimezone() {
   try {
     return Intl.DateTimeFormat().resolvedOptions().timeZone || "";
@@ -64,6 +68,31 @@ export function endpointForm(ctx, { endpoint = null, onSaved, onCancel }) {
   for (const [name, label, hint] of CLIENT_FIELDS) {
     fields[name] = field({ name, label, hint, control: text(name, endpoint?.[name]) });
   }
+  fields.meeting_organizer = field({
+    name: "meeting_organizer", label: "Teams meeting organizer",
+    hint: "The Microsoft 365 account (user principal name or object id) that owns this clinic's video visits. "
+      + "It needs a Teams application access policy for the connector (see the README).",
+    control: text("meeting_organizer", endpoint?.meeting_organizer, { spellcheck: "false" }),
+  });
+  const authSelect = h("select", { name: "client_auth" },
+    [["public", "Public client (PKCE, no secret)"], ["client_secret_basic", "Client secret (HTTP Basic)"],
+      ["private_key_jwt", "Private key JWT (our JWKS URL)"]].map(([value, label]) =>
+      h("option", { value, selected: (endpoint?.client_auth ?? "public") === value ? true : null }, label)));
+  fields.client_auth = field({
+    name: "client_auth", label: "Token endpoint authentication",
+    hint: "As registered in Cerner's code console for the provider and patient apps.", control: authSelect,
+  });
+  fields.client_secret_name = field({
+    name: "client_secret_name", label: "Client secret setting",
+    hint: "For a client secret: NAME of the app setting CONNECTOR_CLIENT_SECRET_NAME that holds it (a Key Vault reference).",
+    control: text("client_secret_name", endpoint?.client_secret_name, { spellcheck: "false" }),
+  });
+  const writeBack = h("input", { type: "checkbox", name: "write_back_links", checked: endpoint?.write_back_links ? true : null });
+  fields.write_back_links = field({
+    name: "write_back_links", label: "Write visit links into Cerner",
+    hint: "Put the Teams and patient links into the video-visit appointment so PowerChart shows them.",
+    control: writeBack,
+  });
 
   const summary = h("p", { class: "error-box", role: "alert", hidden: true });
   const status = liveRegion({ class: "form-status" });
@@ -77,9 +106,11 @@ export function endpointForm(ctx, { endpoint = null, onSaved, onCancel }) {
     fields.base_url, fields.environment,
     h("div", { class: "grid" }, fields.display_name, fields.timezone),
     fields.location_ids,
+    h("div", { class: "grid" }, fields.meeting_organizer, fields.write_back_links),
     h("details", { class: "client-ids", open: !editing || !endpoint.provider_client_id ? true : null },
       h("summary", {}, "Cerner client ids"),
-      h("div", { class: "grid" }, CLIENT_FIELDS.map(([name]) => fields[name]))),
+      h("div", { class: "grid" }, CLIENT_FIELDS.map(([name]) => fields[name]), fields.client_auth,
+        fields.client_secret_name)),
     timezoneList(zonesId),
     h("div", { class: "actions" },
       validateButton, saveButton,
@@ -96,6 +127,10 @@ export function endpointForm(ctx, { endpoint = null, onSaved, onCancel }) {
       timezone: value("timezone"),
     };
     for (const [name] of CLIENT_FIELDS) body[name] = value(name);
+    body.meeting_organizer = value("meeting_organizer");
+    body.client_auth = fields.client_auth.control.value;
+    body.client_secret_name = value("client_secret_name");
+    body.write_back_links = fields.write_back_links.control.checked;
     return body;
   }
 
@@ -161,7 +196,8 @@ export function endpointForm(ctx, { endpoint = null, onSaved, onCancel }) {
       if (editing) {
         const changes = Object.fromEntries(Object.entries(body)
           .filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(endpoint[k] ?? (Array.isArray(v) ? [] : "")))
-          .map(([k, v]) => [k, v === "" && k.endsWith("_client_id") ? null : v])); // an emptied client id is cleared
+          .filter(([k, v]) => !(v === "" && endpoint[k] == null)) // an empty optional field that was unset
+          .map(([k, v]) => [k, v === "" && CLEARABLE.has(k) ? null : v])); // an emptied optional field is cleared
         if (!Object.keys(changes).length) {
           status.say("Nothing changed.");
           return;

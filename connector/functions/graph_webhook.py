@@ -1,0 +1,55 @@
+"""``POST /api/notifications/graph``: Microsoft Graph change notifications for meeting call
+events, and the timer that keeps their subscriptions alive.
+
+Graph first proves the URL with a validation handshake (``?validationToken=...``: answer 200,
+``text/plain``, the token, within 10 seconds). Then each notification names its subscription
+and carries the ``clientState`` we chose for it; one that does not match is refused (403) and
+changes nothing. Accepted notifications are answered 202.
+"""
+
+import logging
+
+import azure.functions as func
+
+from connector.composition import container
+from connector.errors import InvalidInput, Problem
+from connector.functions.http import handles_errors, json_response
+
+bp = func.Blueprint()
+log = logging.getLogger("connector.graph")
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_VALIDATION_TOKEN = 1024
+
+
+@bp.route(route="notifications/graph", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@handles_errors
+def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    token = req.params.get("validationToken")
+    if token is not None:
+        if not token or len(token) > MAX_VALIDATION_TOKEN or not token.isprintable():
+            raise InvalidInput("validationToken is not a token Graph would send",
+                               problems=[Problem("validationToken", "is empty, too long or not printable")])
+        return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
+                                 headers={"X-Content-Type-Options": "nosniff"})
+    body = req.get_body() or b""
+    if len(body) > MAX_BODY_BYTES:
+        return json_response({"error": "payload_too_large", "message": "the notification is larger than 1 MB"}, 413)
+    media_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        return json_response({"error": "unsupported_media_type",
+                              "message": "change notifications must be application/json"}, 415)
+    from connector.adapters.graph.notifications import parse_call_events
+
+    deps = container()
+    keys = deps.notification_keys
+    events = parse_call_events(body, decryption_keys=keys.decryption_keys if keys else None)
+    applied = deps.visits.apply_call_events(events)
+    log.info("graph notifications applied: %d", applied)
+    return func.HttpResponse(status_code=202)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE%", run_on_startup=False)
+def renew_graph_subscriptions(timer: func.TimerRequest) -> None:
+    renewed, dropped = container().visits.renew_subscriptions()
+    log.info("graph subscriptions renewed: %d, let go: %d", renewed, dropped)

@@ -1,0 +1,110 @@
+"""Reading what a visit needs out of FHIR R4 resources (``fhir.resources.R4B`` models).
+
+Pure functions: no I/O. They take Cerner's shapes as published (participants by reference,
+video visits marked by contained "Virtual Meeting Room" HealthcareServices or the Video Visit
+appointment type, languages coded in BCP 47 next to Cerner's own code set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from fhir.resources.R4B.appointment import Appointment
+from fhir.resources.R4B.encounter import Encounter
+from fhir.resources.R4B.patient import Patient
+
+from connector.errors import InvalidUpstreamData
+
+BCP47 = "urn:ietf:bcp:47"
+VIDEO_VISIT_TEXT = "video visit"
+MEETING_ROOM_SUFFIX = "virtual meeting room"
+# Appointments a clinician may still hold a visit for.
+OPEN_STATUSES = frozenset({"booked", "arrived", "checked-in", "pending"})
+DEFAULT_MINUTES = 30
+
+
+def participant_id(appointment: Appointment, resource_type: str) -> str | None:
+    """The id of the first participant of ``resource_type`` (``Patient/123`` -> ``123``)."""
+    prefix = f"{resource_type}/"
+    for participant in appointment.participant or []:
+        reference = participant.actor.reference if participant.actor else None
+        if reference and reference.startswith(prefix):
+            return reference[len(prefix):]
+    return None
+
+
+def appointment_of(encounter: Encounter) -> str | None:
+    """The Appointment an Encounter was booked from (how a launched app finds the visit)."""
+    for reference in encounter.appointment or []:
+        if reference.reference and reference.reference.startswith("Appointment/"):
+            return reference.reference.split("/", 1)[1]
+    return None
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+
+def window(appointment: Appointment) -> Window:
+    """Start and end as aware datetimes; an end is derived from minutesDuration when absent."""
+    start = appointment.start
+    if not isinstance(start, datetime) or start.tzinfo is None:
+        raise InvalidUpstreamData("the appointment has no start time with a time zone")
+    end = appointment.end
+    if not isinstance(end, datetime) or end.tzinfo is None or end <= start:
+        end = start + timedelta(minutes=appointment.minutesDuration or DEFAULT_MINUTES)
+    return Window(start, end)
+
+
+def has_times(appointment: Appointment) -> bool:
+    """Does the appointment have a start with a time zone (what a visit needs)?"""
+    start = appointment.start
+    return isinstance(start, datetime) and start.tzinfo is not None
+
+
+def is_video_visit(appointment: Appointment) -> bool:
+    """Cerner's markers: a contained meeting room, or the Video Visit appointment/service type."""
+    for contained in appointment.contained or []:
+        if contained.get_resource_type() == "HealthcareService" and _is_meeting_room(contained):
+            return True
+    concepts = [*(appointment.serviceType or []), *([appointment.appointmentType] if appointment.appointmentType else [])]
+    for concept in concepts:
+        texts = [concept.text or "", *((c.display or "") for c in concept.coding or [])]
+        if any(VIDEO_VISIT_TEXT in text.lower() for text in texts):
+            return True
+    return False
+
+
+def _is_meeting_room(service) -> bool:
+    return any(MEETING_ROOM_SUFFIX in (t.text or "").lower() for t in getattr(service, "type", None) or [])
+
+
+def on_day(appointment: Appointment, day: date, tz) -> bool:
+    start = appointment.start
+    return isinstance(start, datetime) and start.tzinfo is not None and start.astimezone(tz).date() == day
+
+
+def patient_name(patient: Patient) -> str:
+    """The name to show the clinician (official first, then usual, then any)."""
+    names = sorted(patient.name or [], key=lambda n: {"official": 0, "usual": 1}.get(n.use or "", 2))
+    for name in names:
+        if name.text:
+            return name.text
+        parts = [*(name.given or []), name.family or ""]
+        shown = " ".join(p for p in parts if p)
+        if shown:
+            return shown
+    return "Unnamed patient"
+
+
+def preferred_language(patient: Patient) -> str | None:
+    """The patient's preferred language as a BCP 47 primary tag (``es``), if FHIR says so."""
+    communications = sorted(patient.communication or [], key=lambda c: not c.preferred)
+    for communication in communications:
+        for coding in communication.language.coding or []:
+            if coding.system == BCP47 and coding.code:
+                return coding.code.split("-")[0].lower()
+    return None
