@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.patient import Patient
 
-from connector.adapters.fhir.telecom import mobile_phone_e164
+from connector.services.telecom import mobile_phone_e164
 from connector.domain import patient_messages
 from connector.domain.endpoint import FhirEndpoint
 from connector.domain.visit import JOIN_TOKEN_BYTES, JOIN_TOKEN_PATTERN, JoinLink, LinkAudience, Visit, token_hash

@@ -22,7 +22,7 @@ from connector.adapters.fhir.parsing import (
     parse_bundle,
     parse_resource,
 )
-from connector.adapters.fhir.telecom import mobile_phone_e164
+from connector.services.telecom import mobile_phone_e164
 
 FIXTURES = Path(__file__).parents[1] / "data" / "fixtures"
 FILES = sorted(path.relative_to(FIXTURES).as_posix() for path in FIXTURES.rglob("*.json"))

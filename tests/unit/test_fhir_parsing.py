@@ -21,7 +21,7 @@ from connector.adapters.fhir.parsing import (
     parse_resource,
 )
 from connector.adapters.fhir.repairs import RepairKind
-from connector.adapters.fhir.telecom import mobile_phone_e164, normalize_phone_e164
+from connector.services.telecom import mobile_phone_e164, normalize_phone_e164
 from connector.errors import InvalidUpstreamData, UpstreamError
 
 PHI = "Jane Q. Citizen"
