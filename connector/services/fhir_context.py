@@ -8,7 +8,8 @@ appointment type, languages coded in BCP 47 next to Cerner's own code set).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.appointment import Appointment
 from fhir.resources.R4B.encounter import Encounter
@@ -82,9 +83,14 @@ def _is_meeting_room(service) -> bool:
     return any(MEETING_ROOM_SUFFIX in (t.text or "").lower() for t in getattr(service, "type", None) or [])
 
 
-def on_day(appointment: Appointment, day: date, tz) -> bool:
-    start = appointment.start
-    return isinstance(start, datetime) and start.tzinfo is not None and start.astimezone(tz).date() == day
+def today_search(patient_id: str, now: datetime, zone: ZoneInfo) -> list[tuple[str, str]]:
+    """Appointment search parameters for the patient's appointments today in the clinic's zone.
+
+    Cerner allows one of patient / practitioner / location with ``date`` given twice, ``ge`` and
+    ``lt``, each with a time and a zone (a practitioner cannot be added: the caller filters)."""
+    start = datetime.combine(now.astimezone(zone).date(), datetime.min.time(), zone)
+    return [("patient", patient_id), ("date", f"ge{start.isoformat()}"),
+            ("date", f"lt{(start + timedelta(days=1)).isoformat()}")]
 
 
 def patient_name(patient: Patient) -> str:

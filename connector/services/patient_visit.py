@@ -9,7 +9,7 @@ has not launched yet (``createOrGet`` makes both sides land in the same meeting 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from connector.services import fhir_context
@@ -48,12 +48,9 @@ class PatientVisit:
         return self._links.mint(stored.item)
 
     def _next_video_visit(self, endpoint, token: str, patient_id: str):
-        zone = ZoneInfo(endpoint.timezone)
         now = self._clock.now()
-        start = datetime.combine(now.astimezone(zone).date(), datetime.min.time(), zone)
-        found = self._fhir.search(endpoint.base_url, token, "Appointment", [
-            ("patient", patient_id), ("date", f"ge{start.isoformat()}"),
-            ("date", f"lt{(start + timedelta(days=1)).isoformat()}")])
+        found = self._fhir.search(endpoint.base_url, token, "Appointment",
+                                  fhir_context.today_search(patient_id, now, ZoneInfo(endpoint.timezone)))
         upcoming = [a for a in found if (a.status or "") in fhir_context.OPEN_STATUSES
                     and fhir_context.has_times(a) and fhir_context.is_video_visit(a) and fhir_context.window(a).end + RUNNING_LATE > now]
         if not upcoming:

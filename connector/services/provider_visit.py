@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.appointment import Appointment
@@ -186,12 +186,8 @@ class ProviderVisit:
         if not patient_id:
             raise LaunchRefused("The EHR sent no patient or encounter with this launch. "
                                 "Open the app from the patient's chart or the appointment.")
-        zone = ZoneInfo(endpoint.timezone)
-        today = self._clock.now().astimezone(zone).date()
-        start = datetime.combine(today, datetime.min.time(), zone)
-        found = self._fhir.search(endpoint.base_url, token, "Appointment", [
-            ("patient", patient_id), ("date", f"ge{start.isoformat()}"),
-            ("date", f"lt{(start + timedelta(days=1)).isoformat()}")])
+        found = self._fhir.search(endpoint.base_url, token, "Appointment",
+                                  fhir_context.today_search(patient_id, self._clock.now(), ZoneInfo(endpoint.timezone)))
         open_today = [a for a in found if (a.status or "") in fhir_context.OPEN_STATUSES and fhir_context.has_times(a)]
         mine = [a for a in open_today if practitioner_id and
                 fhir_context.participant_id(a, "Practitioner") == practitioner_id]

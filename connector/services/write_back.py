@@ -22,6 +22,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from connector.domain.endpoint import FhirEndpoint
 from connector.domain.visit import LinkAudience, Visit
@@ -44,16 +45,20 @@ class VideoLinkPatchError(ValueError):
     """The appointment or the links cannot make a patch Cerner accepts."""
 
 
-def video_link_patch(appointment: Mapping[str, Any], provider_url: str, patient_url: str) -> list[dict[str, str]]:
+def video_link_patch(appointment: Mapping[str, Any], provider_url: str, patient_url: str, *,
+                     start: str | None = None, end: str | None = None) -> list[dict[str, str]]:
     """``add`` operations when the appointment has no meeting rooms yet, ``replace`` when it has;
-    [] when the links and period are already those."""
+    [] when the links and period are already those. The period defaults to the appointment's."""
     if appointment.get("resourceType") != "Appointment":
         raise VideoLinkPatchError("not an Appointment")
     for name, url in (("provider link", provider_url), ("patient link", patient_url)):
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise VideoLinkPatchError(f"the {name} must be an absolute http(s) URL")
         if len(url) > MAX_LINK_LENGTH:
-            raise VideoLinkPatchError(f"the {name} is longer than Cerner's {MAX_LINK_LENGTH} characters")
-    period_start = _instant(appointment.get("start"), "start")
-    period_end = _instant(appointment.get("end"), "end")
+            raise VideoLinkPatchError(f"the {name} has {len(url)} characters; Cerner takes at most {MAX_LINK_LENGTH}")
+    period_start = _instant(start or appointment.get("start"), "start")
+    period_end = _instant(end or appointment.get("end"), "end")
     rooms = {kind: _room(appointment, kind) for kind in (PROVIDER_ROOM, PATIENT_ROOM)}
     if (rooms[PROVIDER_ROOM] is None) != (rooms[PATIENT_ROOM] is None):
         raise VideoLinkPatchError("the appointment has only one of the two virtual meeting rooms")

@@ -4,9 +4,9 @@ Cerner documents the write as JSON Patch on the Video Visit Appointment
 (https://fhir.cerner.com/millennium/r4/base/workflow/appointment/#patch): four operations, all
 ``add`` the first time and all ``replace`` afterwards, where ``/contained/0`` is the provider
 link and ``/contained/1`` the patient link, with ``If-Match`` and
-``Content-Type: application/json-patch+json``. :func:`video_link_patch` below is the pure
-builder the connector can take over as is (it lives here until the connector has a home for
-it); the tests drive it, and Cerner's own published example bodies, through the simulator.
+``Content-Type: application/json-patch+json``. :func:`video_link_patch` is the connector's pure
+builder (``connector.services.write_back``); the tests drive it, and Cerner's own published
+example bodies, through the simulator.
 """
 
 from __future__ import annotations
@@ -25,97 +25,14 @@ import httpx
 import pytest
 from fhir.resources.R4B.appointment import Appointment
 
+from connector.services.write_back import (
+    MAX_LINK_LENGTH, PATIENT_LINK_PATH, PATIENT_ROOM, PERIOD_END_PATH, PERIOD_START_PATH, PROVIDER_LINK_PATH,
+    PROVIDER_ROOM, VideoLinkPatchError, video_link_patch,
+)
 from dev.sandbox.cerner import CernerSimulator, RegisteredClient, create_app
 from dev.sandbox.server import LoopbackServer, free_port
 
 pytestmark = pytest.mark.integration
-
-# -- the builder (pure: no I/O) -------------------------------------------------------------------
-
-PROVIDER_ROOM = "Provider Virtual Meeting Room"
-PATIENT_ROOM = "Patient Virtual Meeting Room"
-MAX_LINK_LENGTH = 255  # Cerner: "The URL length must be less than or equal to 255 characters"
-# Cerner's path convention: index 0 is the provider link, index 1 the patient link, whatever
-# order a read lists the contained rooms in (published reads list the patient room first).
-PROVIDER_LINK_PATH = "/contained/0/telecom/0/value"
-PATIENT_LINK_PATH = "/contained/1/telecom/0/value"
-PERIOD_START_PATH = "/contained/0/telecom/0/period/start"  # applied by Cerner to both links
-PERIOD_END_PATH = "/contained/0/telecom/0/period/end"
-
-
-class VideoLinkPatchError(ValueError):
-    """The appointment or the links cannot make a patch Cerner accepts."""
-
-
-def video_link_patch(appointment: Mapping[str, Any], provider_url: str, patient_url: str, *,
-                     start: str | None = None, end: str | None = None) -> list[dict[str, str]]:
-    """The JSON Patch operations that write the Video Visit links into a Cerner Appointment.
-
-    ``add`` operations when the appointment has no meeting rooms yet, ``replace`` operations
-    when it has (Cerner: add after a previous link patch is 409, add and replace mixed is 422,
-    any of the four missing is 422). The link period defaults to the appointment's start and
-    end, as UTC instants with milliseconds. Returns ``[]`` when the links and period are
-    already those: nothing to write.
-
-    No ``test`` operations: they are not among the operations Cerner supports ("Only
-    operations on the paths listed below are supported"). The guard is ``If-Match`` with the
-    ETag the appointment was read with (409 when it changed since). Send with
-    ``PATCH {base}/Appointment/{id}``, ``Content-Type: application/json-patch+json``,
-    ``If-Match: <ETag as read>``, and a token with Appointment.read and Appointment.write.
-    """
-    if appointment.get("resourceType") != "Appointment":
-        raise VideoLinkPatchError("not an Appointment")
-    for name, url in (("provider_url", provider_url), ("patient_url", patient_url)):
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise VideoLinkPatchError(f"{name} must be an absolute http(s) URL")
-        if len(url) > MAX_LINK_LENGTH:
-            raise VideoLinkPatchError(f"{name} has {len(url)} characters; Cerner takes at most {MAX_LINK_LENGTH}")
-    period_start = _instant(start or appointment.get("start"), "start")
-    period_end = _instant(end or appointment.get("end"), "end")
-    rooms = {kind: _room(appointment, kind) for kind in (PROVIDER_ROOM, PATIENT_ROOM)}
-    if (rooms[PROVIDER_ROOM] is None) != (rooms[PATIENT_ROOM] is None):
-        raise VideoLinkPatchError("the appointment has only one of the two virtual meeting rooms")
-    wanted = {PROVIDER_ROOM: provider_url, PATIENT_ROOM: patient_url}
-    if rooms[PROVIDER_ROOM] is not None and all(
-            _telecom(rooms[kind]) == (wanted[kind], period_start, period_end) for kind in wanted):
-        return []
-    op = "replace" if rooms[PROVIDER_ROOM] is not None else "add"
-    return [
-        {"op": op, "path": PROVIDER_LINK_PATH, "value": provider_url},
-        {"op": op, "path": PATIENT_LINK_PATH, "value": patient_url},
-        {"op": op, "path": PERIOD_START_PATH, "value": period_start},
-        {"op": op, "path": PERIOD_END_PATH, "value": period_end},
-    ]
-
-
-def _room(appointment: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    return next((c for c in appointment.get("contained") or []
-                 if c.get("resourceType") == "HealthcareService"
-                 and any(t.get("text") == kind for t in c.get("type") or [])), None)
-
-
-def _telecom(room: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    telecom = (room.get("telecom") or [{}])[0]
-    period = telecom.get("period") or {}
-    starts, ends = period.get("start"), period.get("end")
-    return (telecom.get("value"), _instant(starts, "start") if starts else None,
-            _instant(ends, "end") if ends else None)
-
-
-def _instant(value: Any, name: str) -> str:
-    """A FHIR instant as Cerner writes them: UTC with milliseconds (2019-07-13T08:00:00.000Z)."""
-    if not isinstance(value, str):
-        raise VideoLinkPatchError(f"the appointment has no {name}")
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise VideoLinkPatchError(f"the {name} {value!r} is not a dateTime") from None
-    if moment.tzinfo is None:
-        raise VideoLinkPatchError(f"the {name} {value!r} has no time zone")
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
 
 # -- Cerner's published example bodies (cerner/fhir.cerner.com, r4_examples_appointment.rb) -------
 

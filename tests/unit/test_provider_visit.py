@@ -475,10 +475,12 @@ def test_video_visits_are_recognised_by_cerners_markers():
     assert not fhir_context.is_video_visit(hl7("Appointment-example.json"))
 
 
-def test_on_day_is_the_clinics_day():
-    late = model(SEED.appointment("4826009"))  # 20:00 Chicago on the 3rd, 02:00 UTC on the 4th
-    assert fhir_context.on_day(late, TODAY, ZoneInfo("America/Chicago"))
-    assert not fhir_context.on_day(late, TODAY, timezone.utc)
+def test_today_is_the_clinics_day_from_midnight_to_midnight():
+    # 02:00 UTC on the 4th is still the 3rd in Chicago: the search covers the 3rd there.
+    params = fhir_context.today_search("12744006", datetime(2026, 12, 4, 2, 0, tzinfo=timezone.utc),
+                                       ZoneInfo("America/Chicago"))
+    assert params == [("patient", "12744006"), ("date", "ge2026-12-03T00:00:00-06:00"),
+                      ("date", "lt2026-12-04T00:00:00-06:00")]
 
 
 def test_the_patients_name_and_language():
