@@ -608,6 +608,7 @@ class FakeMeetings:
         self.subscribe_calls = 0
         self.renew_calls = 0
         self.max_renewal: datetime | None = None
+        self.deleted: list[str] = []
 
     def create_or_get(self, request: MeetingRequest) -> OnlineMeeting:
         self.create_calls += 1
@@ -645,6 +646,10 @@ class FakeMeetings:
         granted = min(expires_at, self.max_renewal) if self.max_renewal else expires_at
         self.renewals.append((subscription_id, granted))
         return granted
+
+    def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
+        self.subscriptions.pop(subscription_id, None)
+        self.deleted.append(subscription_id)
 
 
 # -- SmsSender -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 
 import azure.functions as func
 
+from connector.adapters.graph.notifications import MAX_BODY_BYTES, MAX_VALIDATION_TOKEN_CHARS, parse_call_events
 from connector.composition import container
 from connector.errors import InvalidInput, Problem
 from connector.functions.http import handles_errors, json_response
@@ -18,8 +19,6 @@ from connector.functions.http import handles_errors, json_response
 bp = func.Blueprint()
 log = logging.getLogger("connector.graph")
 
-MAX_BODY_BYTES = 1024 * 1024
-MAX_VALIDATION_TOKEN = 1024
 
 
 @bp.route(route="notifications/graph", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -27,20 +26,19 @@ MAX_VALIDATION_TOKEN = 1024
 def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
     token = req.params.get("validationToken")
     if token is not None:
-        if not token or len(token) > MAX_VALIDATION_TOKEN or not token.isprintable():
+        if not token or len(token) > MAX_VALIDATION_TOKEN_CHARS or not token.isprintable():
             raise InvalidInput("validationToken is not a token Graph would send",
                                problems=[Problem("validationToken", "is empty, too long or not printable")])
         return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
                                  headers={"X-Content-Type-Options": "nosniff"})
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
-        return json_response({"error": "payload_too_large", "message": "the notification is larger than 1 MB"}, 413)
+        return json_response({"error": "payload_too_large",
+                              "message": f"the notification is larger than {MAX_BODY_BYTES} bytes"}, 413)
     media_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if media_type != "application/json":
         return json_response({"error": "unsupported_media_type",
                               "message": "change notifications must be application/json"}, 415)
-    from connector.adapters.graph.notifications import parse_call_events
-
     deps = container()
     keys = deps.notification_keys
     events = parse_call_events(body, decryption_keys=keys.decryption_keys if keys else None)

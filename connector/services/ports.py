@@ -238,6 +238,10 @@ class Meetings(Protocol):
         """Move the subscription's expiry; returns the expiry Graph granted."""
         ...
 
+    def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
+        """Stop the subscription (one that is already gone is not an error)."""
+        ...
+
 
 class SmsSender(Protocol):
     def send(self, *, from_number: str, to_number: str, message: str, repeatability_id: str,

@@ -23,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from connector.domain.endpoint import FhirEndpoint, normalize_base_url, url_problem
 from connector.domain.integration import PATIENT_SCOPES, PROVIDER_SCOPES
@@ -135,8 +135,8 @@ class SmartLaunch:
     def _endpoint_for(self, iss: str | None) -> FhirEndpoint:
         unknown = LaunchRefused("This EHR is not registered with the connector (unknown iss). "
                                 "Ask your administrator to add its FHIR base URL in the connector's portal.")
-        if not iss or url_problem(iss):
-            raise unknown
+        if not iss or url_problem(iss) or urlsplit(iss).query or urlsplit(iss).fragment:
+            raise unknown  # a FHIR base URL has no query or fragment: no spelling may smuggle one in
         try:
             stored = self._endpoints.find_by_base_url(normalize_base_url(iss))
         except ValueError:

@@ -129,11 +129,21 @@ class Visits:
         except ConnectorError as exc:
             log.warning("visit %s: live status not available (%s)", _visit_ref(visit), type(exc).__name__)
             return stored
+        ours = subscription.subscription_id
+        # Known before the visit names it, so no notification for it is ever "unknown".
         self._subscriptions.add_subscription(SubscriptionLink(
-            subscription_id=subscription.subscription_id, tenant_id=visit.tenant_id,
+            subscription_id=ours, tenant_id=visit.tenant_id,
             endpoint_id=visit.endpoint_id, appointment_id=visit.appointment_id,
             client_state_hash=_digest(client_state), expires_at=subscription.expires_at))
-        return self._update(stored, lambda v: v.model_copy(update={"subscription_id": subscription.subscription_id}))
+        updated = self._update(stored, lambda v: v if v.subscription_id else v.model_copy(update={"subscription_id": ours}))
+        if updated.item.subscription_id != ours:
+            # Another launch subscribed first: one subscription per meeting is enough.
+            self._subscriptions.remove_subscription(ours)
+            try:
+                self._meetings.delete_subscription(visit.tenant_id, ours)
+            except ConnectorError as exc:  # unrenewed, it expires within three days
+                log.warning("surplus subscription %s not deleted: %s", ours, type(exc).__name__)
+        return updated
 
     def _live_status_over(self, visit: Visit) -> bool:
         return visit.ended_at is not None or self._clock.now() > visit.appointment_end + LIVE_STATUS_AFTER_END

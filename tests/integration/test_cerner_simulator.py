@@ -37,6 +37,8 @@ APP_SECRET = "s3cret with spaces & symbols"
 PROVIDER_SCOPE = "launch openid fhirUser online_access user/Patient.read user/Encounter.read user/Appointment.read"
 SYSTEM_SCOPE = "system/Appointment.read system/Patient.read"
 FAMILY_MEDICINE, CARDIOLOGY = "32216101", "32216102"
+# Cerner's Appointment date search: only ge / lt, always with a time and a zone.
+DAY = [("date", "ge2026-01-15T00:00:00-06:00"), ("date", "lt2026-01-16T00:00:00-06:00")]
 
 
 @dataclass
@@ -234,10 +236,53 @@ def test_ehr_launch_with_pkce_reads_the_launch_context(http, cerner):
 
 def test_id_token_verifies_against_the_published_jwks(http, cerner):
     token = launch_token(http, cerner)
-    jwks = http.get(cerner.sim.urls.jwks).json()
-    key = jwt.PyJWK(jwks["keys"][0]).key
-    claims = jwt.decode(token["id_token"], key, algorithms=["RS256"], audience=PROVIDER_APP)
-    assert claims["sub"] == token["user"]
+    issuer = f"{cerner.url}/tenants/{cerner.sim.urls.tenant_id}/oidc/idsps/{cerner.sim.urls.tenant_id}/"
+    # Cerner: the OpenID configuration lives under the id_token's issuer and names the jwks.
+    oidc = http.get(f"{issuer}.well-known/openid-configuration").json()
+    assert oidc["issuer"] == issuer
+    assert oidc["jwks_uri"] == f"{cerner.url}/jwk" == http.get(
+        f"{cerner.iss}/.well-known/smart-configuration").json()["jwks_uri"]
+    assert oidc["id_token_signing_alg_values_supported"] == ["RS256"]
+    jwks = http.get(oidc["jwks_uri"]).json()
+    header = jwt.get_unverified_header(token["id_token"])
+    key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == header["kid"])).key
+    claims = jwt.decode(token["id_token"], key, algorithms=["RS256"], audience=PROVIDER_APP, issuer=issuer)
+    # sub is the login (Cerner: "may be a user's username, or ... an opaque identifier"), not
+    # the FHIR id: the Practitioner is in fhirUser and in the token response's user.
+    assert claims["sub"] == token["username"] == "erivera"
+    assert token["user"] == "4122701"
+    assert claims["fhirUser"] == f"{cerner.iss}/Practitioner/4122701"
+    assert "nonce" not in claims and "name" not in claims  # no nonce sent, no profile scope asked
+
+
+def test_id_token_echoes_the_nonce_and_gives_profile_claims(http, cerner):
+    verifier, challenge = pkce()
+    code = redirect_params(authorize(http, cerner, challenge, nonce="n-0S6_WzA2Mj",
+                                     scope=PROVIDER_SCOPE + " profile"))["code"]
+    token = exchange(http, cerner, code, verifier).json()
+    claims = jwt.decode(token["id_token"], options={"verify_signature": False})
+    assert claims["nonce"] == "n-0S6_WzA2Mj"
+    assert claims["name"] == "Rivera, Elena"
+    assert claims["profile"] == claims["fhirUser"] == f"{cerner.iss}/Practitioner/4122701"
+    assert claims["exp"] - claims["iat"] == 570
+
+
+def test_patient_persona_id_token_sub_is_an_opaque_stable_id(http, cerner):
+    def patient_sub() -> str:
+        verifier, challenge = pkce()
+        response = http.get(cerner.sim.urls.authorize("patient"), params={
+            "response_type": "code", "client_id": PROVIDER_APP, "redirect_uri": REDIRECT_URI,
+            "scope": "launch/patient openid fhirUser patient/Patient.read", "state": "s", "aud": cerner.iss,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
+        token = exchange(http, cerner, redirect_params(response)["code"], verifier).json()
+        claims = jwt.decode(token["id_token"], options={"verify_signature": False})
+        assert claims["fhirUser"] == f"{cerner.iss}/Patient/12744001"
+        assert token["username"] == claims["sub"]
+        return claims["sub"]
+
+    first = patient_sub()
+    assert first == patient_sub()
+    assert len(first) == 36 and first.count("-") == 4 and "12744001" not in first
 
 
 def test_wrong_pkce_verifier_is_invalid_grant(http, cerner):
@@ -334,7 +379,7 @@ def test_backend_services_token_then_location_date_search(http, cerner, request,
     assert token["scope"] == SYSTEM_SCOPE
     assert "patient" not in token and "refresh_token" not in token
 
-    found = search(http, cerner, token["access_token"], {"location": CARDIOLOGY, "date": TODAY.isoformat()})
+    found = search(http, cerner, token["access_token"], [("location", CARDIOLOGY), *DAY])
     assert found.status_code == 200, found.text
     bundle = found.json()
     assert bundle["type"] == "searchset"
@@ -397,7 +442,7 @@ def test_client_secret_basic_client_credentials(http, cerner):
     response = http.post(cerner.sim.urls.token, data=form, auth=(SECRET_APP, APP_SECRET))
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
-    found = search(http, cerner, token, {"practitioner": "4122703", "date": TODAY.isoformat()})
+    found = search(http, cerner, token, [("practitioner", "4122703"), *DAY])
     assert ids(found.json()) == ["4826005", "4826008"]
 
     wrong = http.post(cerner.sim.urls.token, data=form, auth=(SECRET_APP, "not-it"))
@@ -429,16 +474,27 @@ def test_clients_can_be_registered_over_http(http, cerner):
 # -- FHIR: search rules, paging, patch ------------------------------------------------------
 
 @pytest.mark.parametrize("params, fragment", [
-    ({"location": FAMILY_MEDICINE}, "'date' parameter must be set"),
-    ({"date": TODAY.isoformat()}, "one of the 'patient', 'practitioner' or 'location'"),
-    ({"patient": "12744001", "location": FAMILY_MEDICINE, "date": TODAY.isoformat()}, "Only one of"),
-    ({"location": FAMILY_MEDICINE, "date": ["ge2026-01-15", "ge2026-01-16"]}, "closed range"),
-    ({"location": FAMILY_MEDICINE, "date": "2026-01-15T10:00:00"}, "time zone"),
-    ({"location": FAMILY_MEDICINE, "date": "sa2026-01-15"}, "prefix"),
-    ({"location": FAMILY_MEDICINE, "date": TODAY.isoformat(), "status": "confirmed"}, "Invalid 'status'"),
-    ({"location": FAMILY_MEDICINE, "date": TODAY.isoformat(), "_count": "0"}, "_count"),
-    ({"location": FAMILY_MEDICINE, "date": TODAY.isoformat(), "service-type": "x"}, "Unsupported search parameter"),
-    ({"_id": "4826001", "patient": "12744001"}, "cannot be combined"),
+    ([("location", FAMILY_MEDICINE)], "parameter must be set when searching"),
+    (DAY, "one of the 'patient', 'practitioner' or 'location'"),
+    ([("patient", "12744001"), ("location", FAMILY_MEDICINE), *DAY], "may not be used in combination"),
+    # The launch knows the patient and the practitioner, but Cerner takes only one of them.
+    ([("patient", "12744003"), ("practitioner", "4122701"), *DAY], "may not be used in combination"),
+    ([("patient", "12744003"), ("patient", "12744001"), *DAY], "only once"),
+    ([("location", FAMILY_MEDICINE), ("date", "ge2026-01-15T00:00:00Z"), ("date", "ge2026-01-16T00:00:00Z")],
+     "lower and an upper bound"),
+    ([("location", FAMILY_MEDICINE), ("date", "ge2026-01-15T00:00:00Z"), ("date", "le2026-01-16T00:00:00Z")],
+     "prefix 'le'"),
+    ([("location", FAMILY_MEDICINE), ("date", "gt2026-01-15T00:00:00Z")], "prefix 'gt'"),
+    ([("location", FAMILY_MEDICINE), ("date", "2026-01-15T10:00:00Z")], "prefix ''"),
+    ([("location", FAMILY_MEDICINE), ("date", TODAY.isoformat())], "prefix ''"),
+    ([("location", FAMILY_MEDICINE), ("date", "ge2026-01-15")], "time component"),
+    ([("location", FAMILY_MEDICINE), ("date", "ge2026-01-15T10:00:00")], "time zone"),
+    ([("location", FAMILY_MEDICINE), ("date", "sa2026-01-15T10:00:00Z")], "prefix 'sa'"),
+    ([("location", FAMILY_MEDICINE), *DAY, ("-date-or-req-period", "ge2026-01-15T00:00:00Z")], "not both"),
+    ([("location", FAMILY_MEDICINE), *DAY, ("status", "confirmed")], "Invalid 'status'"),
+    ([("location", FAMILY_MEDICINE), *DAY, ("_count", "0")], "_count"),
+    ([("location", FAMILY_MEDICINE), *DAY, ("service-type", "x")], "Unsupported search parameter"),
+    ([("_id", "4826001"), ("patient", "12744001")], "cannot be combined"),
 ])
 def test_appointment_search_rules_answer_400_with_diagnostics(http, cerner, rsa_key, params, fragment):
     response = search(http, cerner, system_token(http, cerner, rsa_key), params)
@@ -452,29 +508,70 @@ def test_appointment_search_rules_answer_400_with_diagnostics(http, cerner, rsa_
 def test_date_range_ge_lt_and_instants(http, cerner, rsa_key):
     token = system_token(http, cerner, rsa_key)
     tomorrow = search(http, cerner, token, [("location", f"{FAMILY_MEDICINE},{CARDIOLOGY}"),
-                                            ("date", "ge2026-01-16"), ("date", "lt2026-01-17")])
+                                            ("date", "ge2026-01-16T00:00:00-06:00"),
+                                            ("date", "lt2026-01-17T00:00:00-06:00")])
     assert ids(tomorrow.json()) == ["4826010", "4826011", "4826012", "4826013"]
-    # 10:30 local is 16:30Z; an instant range around it, given with an offset and with Z.
-    around = search(http, cerner, token, [("location", FAMILY_MEDICINE), ("date", "gt2026-01-15T10:00:00-06:00"),
-                                          ("date", "le2026-01-15T16:30:00Z")])
-    assert ids(around.json()) == ["4826003"]
+    # 4826003 is 10:30-10:45 local (16:30-16:45Z). Cerner returns appointments that "start or
+    # end within the date range": a range holding only its end finds it ...
+    around_end = search(http, cerner, token, [("location", FAMILY_MEDICINE), ("date", "ge2026-01-15T10:40:00-06:00"),
+                                              ("date", "lt2026-01-15T16:50:00Z")])
+    assert ids(around_end.json()) == ["4826003"]
+    # ... one inside the visit, holding neither its start nor its end, does not.
+    inside = search(http, cerner, token, [("location", FAMILY_MEDICINE), ("date", "ge2026-01-15T16:35:00Z"),
+                                          ("date", "lt2026-01-15T16:40:00Z")])
+    assert ids(inside.json()) == []
+    # lt is exclusive: a range ending at the start instant misses it.
+    before = search(http, cerner, token, [("location", FAMILY_MEDICINE), ("date", "ge2026-01-15T16:00:00Z"),
+                                          ("date", "lt2026-01-15T16:30:00.000Z")])
+    assert ids(before.json()) == []
     open_ended = search(http, cerner, token, {"patient": "Patient/12744001", "date": "ge2026-01-15T15:00:00.000Z"})
     assert ids(open_ended.json()) == ["4826010"]
+    upper_only = search(http, cerner, token, {"patient": "12744001", "date": "lt2026-01-15T15:00:00.000Z"})
+    assert ids(upper_only.json()) == ["4826001"]
+
+
+def test_the_launch_search_patient_and_date_then_filter_on_the_practitioner(http, cerner, rsa_key):
+    """What the connector's launch does when it has no Encounter.appointment: Cerner takes
+    patient + date (not patient + practitioner), so the practitioner is filtered client-side."""
+    token = system_token(http, cerner, rsa_key)
+    # SOFIA GARCIA (12744003): 4826003 today with Rivera (4122701), 4826012 tomorrow with Adeyemi.
+    found = search(http, cerner, token, [("patient", "12744003"), ("date", "ge2026-01-15T00:00:00-06:00"),
+                                         ("date", "lt2026-01-17T00:00:00-06:00")])
+    assert found.status_code == 200, found.text
+    bundle = found.json()
+    assert ids(bundle) == ["4826003", "4826012"]
+    with_rivera = [entry["resource"]["id"] for entry in bundle["entry"]
+                   if "Practitioner/4122701" in {p["actor"].get("reference") for p in entry["resource"]["participant"]}]
+    assert with_rivera == ["4826003"]
+    both = search(http, cerner, token, [("patient", "12744003"), ("practitioner", "4122701"), *DAY])
+    assert both.status_code == 400
+
+
+def test_proposed_appointments_only_come_back_with_date_or_req_period(http, cerner, rsa_key):
+    proposed = dict(cerner.sim.store.get("Appointment", "4826011"), id="4826099", status="proposed")
+    del proposed["start"], proposed["end"]  # a request: only the requested period
+    cerner.sim.store.put(proposed)
+    token = system_token(http, cerner, rsa_key)
+    window = [("date", "ge2026-01-16T00:00:00-06:00"), ("date", "lt2026-01-17T00:00:00-06:00")]
+    by_date = search(http, cerner, token, [("patient", "12744002"), *window])
+    assert ids(by_date.json()) == ["4826011"]
+    requested = [(("-date-or-req-period" if k == "date" else k), v) for k, v in window]
+    by_request = search(http, cerner, token, [("patient", "12744002"), *requested])
+    assert sorted(ids(by_request.json())) == ["4826011", "4826099"]
 
 
 def test_status_filter(http, cerner, rsa_key):
     token = system_token(http, cerner, rsa_key)
-    found = search(http, cerner, token, {"location": CARDIOLOGY, "date": TODAY.isoformat(), "status": "cancelled"})
+    found = search(http, cerner, token, [("location", CARDIOLOGY), *DAY, ("status", "cancelled")])
     assert ids(found.json()) == [cerner.sim.seed.cancelled_id]
-    both = search(http, cerner, token, {"location": FAMILY_MEDICINE, "date": TODAY.isoformat(),
-                                        "status": "fulfilled,cancelled"})
+    both = search(http, cerner, token, [("location", FAMILY_MEDICINE), *DAY, ("status", "fulfilled,cancelled")])
     assert ids(both.json()) == ["4826001"]
 
 
 def test_count_and_next_links_walk_every_match_once(http, cerner, rsa_key):
     token = system_token(http, cerner, rsa_key)
-    params = [("practitioner", "4122701,4122702,4122703"), ("date", "ge2026-01-15"), ("date", "le2026-01-16"),
-              ("_count", "4")]
+    params = [("practitioner", "4122701,4122702,4122703"), ("date", "ge2026-01-15T00:00:00-06:00"),
+              ("date", "lt2026-01-17T00:00:00-06:00"), ("_count", "4")]
     first = search(http, cerner, token, params).json()
     pages, seen, bundle = 1, ids(first), first
     while (next_url := next((l["url"] for l in bundle["link"] if l["relation"] == "next"), None)) is not None:
@@ -495,7 +592,8 @@ def test_count_and_next_links_walk_every_match_once(http, cerner, rsa_key):
 
 def test_default_page_size_is_ten_and_page_contexts_are_bound_to_their_query(http, cerner, rsa_key):
     token = system_token(http, cerner, rsa_key)
-    first = search(http, cerner, token, {"practitioner": "4122701,4122702,4122703", "date": "ge2026-01-15"}).json()
+    first = search(http, cerner, token, {"practitioner": "4122701,4122702,4122703",
+                                         "date": "ge2026-01-15T00:00:00-06:00"}).json()
     assert len(ids(first)) == 10
     next_url = next(l["url"] for l in first["link"] if l["relation"] == "next")
     tampered = next_url.replace("practitioner=4122701%2C4122702%2C4122703", "practitioner=4122701")
@@ -526,8 +624,7 @@ def test_json_patch_status_with_if_match(http, cerner):
         "grant_type": "client_credentials", "scope": "system/Appointment.read system/Appointment.write"}).json()
     url = f"{cerner.iss}/Appointment/{cerner.sim.seed.video_visit_id}"
     patch_headers = {**bearer(write_token["access_token"]), "Content-Type": "application/json-patch+json"}
-    arrive = [{"op": "test", "path": "/status", "value": "booked"},
-              {"op": "replace", "path": "/status", "value": "arrived"}]
+    arrive = [{"op": "replace", "path": "/status", "value": "arrived"}]
 
     read_only = http.patch(url, json=arrive, headers={**bearer(token), "Content-Type": "application/json-patch+json",
                                                       "If-Match": 'W/"1"'})
@@ -550,6 +647,12 @@ def test_json_patch_status_with_if_match(http, cerner):
     unsupported = [{"op": "remove", "path": "/participant/0"}]
     refused = http.patch(url, content=json.dumps(unsupported), headers={**patch_headers, "If-Match": 'W/"2"'})
     assert refused.status_code == 422
+    # Cerner: "Only operations on the paths listed below are supported"; test is not listed.
+    guarded = [{"op": "test", "path": "/status", "value": "arrived"},
+               {"op": "replace", "path": "/status", "value": "checked-in"}]
+    refused = http.patch(url, content=json.dumps(guarded), headers={**patch_headers, "If-Match": 'W/"2"'})
+    assert refused.status_code == 422
+    assert "'test'" in refused.json()["issue"][0]["diagnostics"]
     visit = next(v for v in cerner.sim.schedule() if v.appointment_id == cerner.sim.seed.video_visit_id)
     assert visit.status == "arrived"
 
@@ -577,7 +680,7 @@ def test_injected_429_carries_retry_after_then_clears(http, cerner, rsa_key):
     armed = http.post(f"{cerner.url}/_sandbox/faults",
                       json={"status": 429, "retry_after": 7, "count": 1, "path_prefix": "/r4/"})
     assert armed.status_code == 200
-    params = {"location": FAMILY_MEDICINE, "date": TODAY.isoformat()}
+    params = [("location", FAMILY_MEDICINE), *DAY]
     throttled = search(http, cerner, token, params)
     assert throttled.status_code == 429
     assert throttled.headers["retry-after"] == "7"
@@ -602,3 +705,41 @@ def test_audit_records_grants_and_interactions(http, cerner, rsa_key):
     tokens = cerner.sim.audit("token")
     assert tokens[-1]["client_id"] == BACKEND_APP and tokens[-1]["outcome"] == "issued"
     assert cerner.sim.audit("fhir")[-1]["status"] == 401
+
+
+# -- sandbox fault: broken id_tokens -----------------------------------------------------------
+
+def test_id_token_fault_knob_breaks_only_the_id_token_until_reset(http, cerner):
+    sim = cerner.sim
+    jwks = http.get(f"{cerner.url}/jwk").json()
+    issuer = sim.urls.oidc_issuer
+
+    def verify(id_token: str) -> dict:
+        key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(id_token)["kid"])).key
+        return jwt.decode(id_token, key, algorithms=["RS256"], audience=PROVIDER_APP, issuer=issuer)
+
+    with pytest.raises(ValueError, match="id_token_fault"):
+        sim.id_token_fault = "expiry"
+    assert sim.id_token_fault is None
+
+    sim.id_token_fault = "signature"
+    broken = launch_token(http, cerner)
+    assert jwt.get_unverified_header(broken["id_token"])["kid"] == sim.signing_kid  # same key id, bad signature
+    with pytest.raises(jwt.InvalidSignatureError):
+        verify(broken["id_token"])
+    unverified = jwt.decode(broken["id_token"], options={"verify_signature": False})
+    assert unverified["aud"] == PROVIDER_APP and unverified["fhirUser"].endswith("/Practitioner/4122701")
+    # Only the id_token is broken: the access token still reads FHIR.
+    patient = http.get(f"{cerner.iss}/Patient/{broken['patient']}", headers=bearer(broken["access_token"]))
+    assert patient.status_code == 200
+
+    sim.id_token_fault = "audience"
+    other = launch_token(http, cerner)
+    with pytest.raises(jwt.InvalidAudienceError):
+        verify(other["id_token"])
+    claims = jwt.decode(other["id_token"], jwt.PyJWK(jwks["keys"][0]).key, algorithms=["RS256"],
+                        options={"verify_aud": False})  # the signature itself is good
+    assert claims["aud"] == "sandbox-another-client"
+
+    sim.id_token_fault = None
+    assert verify(launch_token(http, cerner)["id_token"])["aud"] == PROVIDER_APP

@@ -231,6 +231,18 @@ def test_renewal_moves_the_expiry(meetings: GraphMeetings, graph_sandbox: GraphS
         meetings.renew_subscription(entra.CONTOSO_TID, str(uuid.uuid4()), later)
 
 
+def test_delete_stops_a_subscription_and_a_second_delete_is_fine(meetings: GraphMeetings, graph_sandbox: GraphStack,
+                                                                 webhook: Webhook) -> None:
+    subscription, _ = subscribe(meetings, meetings.create_or_get(visit()), webhook)
+    ids = lambda: {s.id for s in graph_sandbox.graph.subscriptions.store.all()}  # noqa: E731
+    assert subscription.subscription_id in ids()
+
+    meetings.delete_subscription(entra.CONTOSO_TID, subscription.subscription_id)
+
+    assert subscription.subscription_id not in ids()
+    meetings.delete_subscription(entra.CONTOSO_TID, subscription.subscription_id)  # already gone: no error
+
+
 # --- notifications end to end ------------------------------------------------------------------
 
 

@@ -401,6 +401,24 @@ class GraphMeetings:
         return _aware(renewed.expiration_date_time)
 
 
+    def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
+        if not _SUBSCRIPTION_ID.match(subscription_id or ""):
+            raise InvalidInput("The subscription id is not one Graph gives")
+        client = self._client(tenant_id)
+        self._run("deleting a call-event subscription",
+                  lambda: self._delete(client, subscription_id), meeting_call=False)
+
+    async def _delete(self, client, subscription_id: str) -> None:
+        from kiota_abstractions.api_error import APIError
+
+        url = f"{self._beta_url}/subscriptions/{quote(subscription_id, safe='')}"
+        try:
+            await client.subscriptions.by_subscription_id(subscription_id).with_url(url).delete(self._config())
+        except APIError as exc:
+            if exc.response_status_code != 404:  # already gone: what we wanted
+                raise
+
+
 def _enum_value(value: Any) -> Any:
     return getattr(value, "value", value)
 
