@@ -1,8 +1,14 @@
-"""The simulator's state, one object per app (``app.state.cerner``): what tests reach into."""
+"""The simulator's state, one object per app (``app.state.cerner``): what tests reach into.
+
+Sandbox fault for tests: ``sim.id_token_fault`` (None, ``"signature"`` or ``"audience"``)
+makes the token endpoint issue broken id_tokens until it is set back to None (see
+:mod:`.token`).
+"""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
@@ -19,6 +25,9 @@ from .schedule import ScheduledVisit, appointments_on
 from .seed import SeedData, participant
 from .store import ResourceStore
 from .urls import CernerUrls
+
+# What ``CernerSimulator.id_token_fault`` can be set to (besides None): see token.py.
+ID_TOKEN_FAULTS = ("signature", "audience")
 
 
 class CernerSimulator:
@@ -42,6 +51,18 @@ class CernerSimulator:
         # Signs id_tokens; published at urls.jwks. Made per app: nothing outlives the process.
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.signing_kid = "sandbox-" + urls.tenant_id[:8]
+        self._id_token_fault: str | None = None
+
+    @property
+    def id_token_fault(self) -> str | None:
+        """Test-only sandbox fault: how the next id_tokens are broken (None: they are not)."""
+        return self._id_token_fault
+
+    @id_token_fault.setter
+    def id_token_fault(self, fault: str | None) -> None:
+        if fault is not None and fault not in ID_TOKEN_FAULTS:
+            raise ValueError(f"id_token_fault must be None or one of {ID_TOKEN_FAULTS}, not {fault!r}")
+        self._id_token_fault = fault
 
     # -- clients and launches ------------------------------------------------------------
 
@@ -83,6 +104,28 @@ class CernerSimulator:
     def default_patient(self) -> str:
         """The demo patient signed in to the "patient portal" for patient-persona launches."""
         return self.seed.patient_ids[0]
+
+    def principal(self, user: str | None, persona: str) -> str | None:
+        """The user's login as Cerner's identity provider knows it: the id_token ``sub`` and
+        the token response's ``username``. Not the FHIR id: Cerner's ``sub`` "may be a user's
+        username, or could be an opaque identifier (such as a UUID), depending on the tenant's
+        identity strategy" (fhir.cerner.com/authorization/openid-connect/). Clinicians get a
+        username (``erivera``), patients an opaque UUID, both stable for a given user."""
+        if user is None:
+            return None
+        resource = self.store.get("Patient" if persona == "patient" else "Practitioner", user)
+        if persona == "patient" or resource is None:
+            return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.urls.oidc_issuer}{persona}/{user}"))
+        name = resource["name"][0]
+        return f"{name['given'][0][0]}{name['family']}".lower()
+
+    def display_name(self, user: str | None, persona: str) -> str | None:
+        """The user's name as the id_token's ``name`` claim gives it (``Family, Given``)."""
+        resource = self.store.get("Patient" if persona == "patient" else "Practitioner", user or "")
+        if resource is None:
+            return None
+        name = resource["name"][0]
+        return f"{name['family'].title()}, {name['given'][0].title()}"
 
     def schedule(self, day: date | None = None) -> list[ScheduledVisit]:
         """Appointments on ``day`` (default: the seed's today), live from the store."""

@@ -6,7 +6,14 @@ SMART's launch context plus what Cerner adds (``user``, ``tenant``, ``username``
 a real Cerner answer quoted on the Oracle forums:
 ``{"access_token", "patient", "scope", "need_patient_banner", "smart_style_url",
 "encounter", "token_type", "expires_in", "user", "tenant", "username"}``.
-No refresh tokens are issued.
+``user`` is the Cerner user id (the Practitioner id for clinicians), ``username`` the login,
+which is also the id_token's ``sub``. No refresh tokens are issued.
+
+Sandbox fault (tests only): ``sim.id_token_fault`` set to ``"signature"`` issues id_tokens
+whose RS256 signature does not verify against the published JWKS (one bit of it flipped,
+same ``kid``); ``"audience"`` issues correctly signed id_tokens whose ``aud`` is another
+client's id. Everything else in the token response stays as it would be; set it back to
+None to end the fault.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import re
 from typing import Any
 
 import jwt
+from jwt.utils import base64url_decode, base64url_encode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,7 +34,7 @@ from .client_auth import authenticate_client
 from .clients import RegisteredClient
 from .errors import NO_STORE, OAuthError
 from .forms import read_form
-from .grants import TOKEN_TTL, AccessToken
+from .grants import TOKEN_TTL, AccessToken, AuthorizationCode
 from .state import CernerSimulator
 
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 section 4.1
@@ -83,10 +91,10 @@ def _exchange_code(sim: CernerSimulator, client: RegisteredClient, fields: dict[
         "smart_style_url": sim.urls.smart_style,
         "user": context.user,
         "tenant": sim.urls.tenant_id,
-        "username": f"sandbox.{grant.persona}",
+        "username": sim.principal(context.user, grant.persona),
     })
     if "openid" in grant.scopes:
-        body["id_token"] = _id_token(sim, client, grant.persona, context.user)
+        body["id_token"] = _id_token(sim, client, grant, context.user)
     return body
 
 
@@ -110,14 +118,42 @@ def _token_body(issued: AccessToken) -> dict[str, Any]:
             "scope": " ".join(issued.scopes)}
 
 
-def _id_token(sim: CernerSimulator, client: RegisteredClient, persona: str, user: str | None) -> str:
+def _id_token(sim: CernerSimulator, client: RegisteredClient, grant: AuthorizationCode, user: str | None) -> str:
+    """An id_token shaped like the one fhir.cerner.com/authorization/openid-connect/ decodes.
+
+    Cerner's example claims: ``sub`` (the login, not the FHIR id), ``aud`` (the client id),
+    ``iss`` (the tenant's OIDC identity provider, trailing slash), ``iat``, ``exp``,
+    ``fhirUser`` and, with the ``profile`` scope, ``profile`` (the same URL, SMART v1's claim)
+    and ``name``. Signed RS256 with a ``kid`` from the jwks at ``/jwk``. ``nonce`` is echoed
+    when the authorize request had one (OpenID Connect Core 3.1.2.1).
+    """
+    persona = grant.persona
     resource_type = "Patient" if persona == "patient" else "Practitioner"
     now = int(sim.grants.now())
-    claims = {
-        "iss": sim.urls.oauth_base, "sub": user, "aud": client.client_id, "iat": now, "exp": now + TOKEN_TTL,
-        "fhirUser": f"{sim.urls.fhir_base}/{resource_type}/{user}",
+    claims: dict[str, Any] = {
+        "sub": sim.principal(user, persona), "aud": client.client_id, "iss": sim.urls.oidc_issuer,
+        "exp": now + TOKEN_TTL, "iat": now,
     }
-    return jwt.encode(claims, sim.signing_key, algorithm="RS256", headers={"kid": sim.signing_kid})
+    resource_url = f"{sim.urls.fhir_base}/{resource_type}/{user}"
+    if "fhirUser" in grant.scopes or "profile" in grant.scopes:
+        claims["fhirUser"] = resource_url
+    if "profile" in grant.scopes:
+        claims["profile"] = resource_url
+        name = sim.display_name(user, persona)
+        if name:
+            claims["name"] = name
+    if grant.nonce is not None:
+        claims["nonce"] = grant.nonce
+    fault = sim.id_token_fault
+    if fault == "audience":
+        claims["aud"] = "sandbox-another-client"
+    signed = jwt.encode(claims, sim.signing_key, algorithm="RS256", headers={"kid": sim.signing_kid, "typ": "JWT"})
+    if fault == "signature":
+        head, payload, signature = signed.split(".")
+        broken = bytearray(base64url_decode(signature))
+        broken[len(broken) // 2] ^= 0x01
+        signed = f"{head}.{payload}.{base64url_encode(bytes(broken)).decode('ascii')}"
+    return signed
 
 
 async def revoke(request: Request) -> Response:
