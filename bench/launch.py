@@ -489,7 +489,7 @@ class Replay:
         if self._graph_token is None and not any(c.service == "entra" for c in calls):
             self._graph_token = self._entra_token(clients["entra"], entra_path)  # the launch had it cached
         graph_token = self._graph_token
-        keys = deps.notification_keys
+        certificate = deps.notification_certificate
         now = datetime.now(timezone.utc)
         access_token = None
         read: dict[str, httpx.Response] = {}
@@ -552,10 +552,10 @@ class Replay:
                             "resource": call_events_resource(meeting["joinWebUrl"]),
                             "expirationDateTime": (now + timedelta(days=2, hours=12)).isoformat(),
                             "clientState": secrets.token_urlsafe(32), "latestSupportedTlsVersion": "v1_2"}
-                    if keys is not None:
+                    if certificate is not None:
                         body.update({"includeResourceData": True,
-                                     "encryptionCertificate": keys.certificate.certificate_b64,
-                                     "encryptionCertificateId": keys.certificate.certificate_id})
+                                     "encryptionCertificate": certificate.certificate_b64,
+                                     "encryptionCertificateId": certificate.certificate_id})
                     response = client.post(call.raw_path, headers={"Authorization": f"Bearer {graph_token}"}, json=body)
                 else:
                     raise RuntimeError(f"no replay for the call {kind!r}")

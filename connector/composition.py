@@ -168,8 +168,8 @@ class Container:
 
         from connector.adapters.fhir.smart_client import ClientSecrets, SmartTokenHttpClient
 
-        return SmartTokenHttpClient(self.safe_http, secrets=ClientSecrets(os.environ), signer=self.client_assertions,
-                                    allow_loopback=self.settings.local_mode)
+        return SmartTokenHttpClient(self.safe_http, secrets=ClientSecrets(os.environ),
+                                    signer=lambda: self.client_assertions, allow_loopback=self.settings.local_mode)
 
     @cached_property
     def id_tokens(self):
@@ -178,18 +178,24 @@ class Container:
         return IdTokenJwksVerifier(self.safe_http, allow_loopback=self.settings.local_mode)
 
     @cached_property
-    def notification_keys(self):
-        """The rich-notification certificate and its private key, when configured."""
-        from connector.adapters.graph.encryption import notification_keys_from_settings
+    def notification_certificate(self):
+        """The certificate Graph encrypts call events with (subscriptions name it), if configured."""
+        from connector.adapters.graph.encryption import notification_certificate_from_settings
 
-        return notification_keys_from_settings(self.settings)
+        return notification_certificate_from_settings(self.settings)
+
+    @cached_property
+    def notification_decryption_keys(self):
+        """Its private key by certificate id, for the webhook (parsed only there)."""
+        from connector.adapters.graph.encryption import decryption_keys_from_settings
+
+        return decryption_keys_from_settings(self.settings)
 
     @cached_property
     def meetings(self):
         from connector.adapters.graph.meetings import graph_meetings_from_settings
 
-        keys = self.notification_keys
-        return graph_meetings_from_settings(self.settings, notification_certificate=keys.certificate if keys else None)
+        return graph_meetings_from_settings(self.settings, notification_certificate=self.notification_certificate)
 
     @cached_property
     def sms_sender(self):

@@ -40,8 +40,7 @@ def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
         return json_response({"error": "unsupported_media_type",
                               "message": "change notifications must be application/json"}, 415)
     deps = container()
-    keys = deps.notification_keys
-    events = parse_call_events(body, decryption_keys=keys.decryption_keys if keys else None)
+    events = parse_call_events(body, decryption_keys=deps.notification_decryption_keys)
     applied = deps.visits.apply_call_events(events)
     log.info("graph notifications applied: %d", applied)
     return func.HttpResponse(status_code=202)

@@ -29,6 +29,7 @@ from connector.services.patient_links import PatientLinks
 from connector.services.ports import Clock, EndpointRepository, FhirReader, IdSource, Versioned
 from connector.services.smart_launch import LaunchRefused, SignedIn, token_expiry
 from connector.services.visits import Visits
+from connector.services.concurrency import together
 from connector.services.write_back import write_back_links
 
 log = logging.getLogger("connector.visits")
@@ -91,8 +92,8 @@ class ProviderVisit:
             raise LaunchRefused("This app is for clinicians: open the visit from PowerChart.")
         practitioner = signed_in.user_id
         now = self._clock.now()
-        appointments = self._appointments(endpoint, tokens.access_token, tokens.encounter, tokens.patient,
-                                          practitioner)
+        appointments, etags = self._appointments(endpoint, tokens.access_token, tokens.encounter, tokens.patient,
+                                                 practitioner)
         session = LaunchSession(
             session_id=self._ids.token(16), tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id,
             patient_id=tokens.patient, practitioner_id=practitioner, access_token=tokens.access_token,
@@ -101,7 +102,7 @@ class ProviderVisit:
         )
         department = None
         if len(appointments) == 1:
-            self._prepare(endpoint, session, appointments[0])
+            self._prepare(endpoint, session, appointments[0], etags.get(appointments[0].id))
             session = session.model_copy(update={"appointment_id": appointments[0].id})
             department = fhir_context.participant_id(appointments[0], "Location")
         self._visits.record_launch(endpoint, department)  # a launch that got this far
@@ -112,8 +113,9 @@ class ProviderVisit:
         if appointment_id not in session.candidates:
             raise NotAuthorized("that appointment is not one this launch offered")
         endpoint = self._endpoint(session)
-        appointment = self._fhir.read(endpoint.base_url, self._token(session), "Appointment", appointment_id)
-        self._prepare(endpoint, session, appointment)
+        appointment, etag = self._fhir.read_versioned(endpoint.base_url, self._token(session), "Appointment",
+                                                      appointment_id)
+        self._prepare(endpoint, session, appointment, etag)
         return session.model_copy(update={"appointment_id": appointment_id, "candidates": ()})
 
     def page(self, session: LaunchSession) -> ProviderPage:
@@ -128,10 +130,7 @@ class ProviderVisit:
                                             appointment.description or "", fhir_context.is_video_visit(appointment)))
             return ProviderPage(candidates=tuple(sorted(candidates, key=lambda c: c.start)), **common)
         visit = self._visit(session)
-        token = self._token(session)
-        appointment = self._fhir.read(endpoint.base_url, token, "Appointment", session.appointment_id)
-        patient_id = fhir_context.participant_id(appointment, "Patient") or session.patient_id
-        patient = self._fhir.read(endpoint.base_url, token, "Patient", patient_id) if patient_id else None
+        appointment, patient = self._appointment_and_patient(endpoint, session)
         when = fhir_context.window(appointment)
         sms_reason = self._links.unavailable_reason(endpoint)
         return ProviderPage(
@@ -155,26 +154,31 @@ class ProviderVisit:
         """Text the patient their join link (mobile read from FHIR now, never stored)."""
         endpoint = self._endpoint(session)
         stored = self._visit(session)
-        token = self._token(session)
-        appointment = self._fhir.read(endpoint.base_url, token, "Appointment", session.appointment_id)
-        patient_id = fhir_context.participant_id(appointment, "Patient") or session.patient_id
-        if not patient_id:
+        _, patient = self._appointment_and_patient(endpoint, session)
+        if patient is None:
             raise UnprocessableInput("the appointment names no patient to text")
-        patient = self._fhir.read(endpoint.base_url, token, "Patient", patient_id)
         sent = self._links.send(endpoint, stored.item, patient)
         self._visits.record_link_sent(stored)
         return sent
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _prepare(self, endpoint: FhirEndpoint, session: LaunchSession, appointment: Appointment) -> None:
-        stored = self._visits.ensure_visit(endpoint, appointment, ehr_user_id=session.practitioner_id)
+    def _prepare(self, endpoint: FhirEndpoint, session: LaunchSession, appointment: Appointment,
+                 etag: str | None = None) -> None:
+        """The meeting first; then, at the same time, live status and the write-back."""
+        stored = self._visits.ensure_meeting(endpoint, appointment, ehr_user_id=session.practitioner_id)
+        calls = [lambda: self._visits.ensure_live_status(stored)]
         if endpoint.write_back_links and not stored.item.written_back:
-            if write_back_links(self._fhir, self._links, endpoint, session.access_token, stored.item):
-                self._visits.mark_written_back(stored)
+            def write_back() -> None:
+                if write_back_links(self._fhir, self._links, endpoint, session.access_token, stored.item,
+                                    appointment=appointment, etag=etag):
+                    self._visits.mark_written_back(stored)
+            calls.append(write_back)
+        together(*calls)
 
     def _appointments(self, endpoint: FhirEndpoint, token: str, encounter_id: str | None, patient_id: str | None,
-                      practitioner_id: str | None) -> list[Appointment]:
+                      practitioner_id: str | None) -> tuple[list[Appointment], dict[str, str]]:
+        """The launch's candidate appointments, and the ETags of those read one by one."""
         if encounter_id:
             try:
                 encounter = self._fhir.read(endpoint.base_url, token, "Encounter", encounter_id)
@@ -182,7 +186,8 @@ class ProviderVisit:
                 encounter = None  # fall back to the patient's appointments today
             appointment_id = fhir_context.appointment_of(encounter) if encounter else None
             if appointment_id:
-                return [self._fhir.read(endpoint.base_url, token, "Appointment", appointment_id)]
+                appointment, etag = self._fhir.read_versioned(endpoint.base_url, token, "Appointment", appointment_id)
+                return [appointment], ({appointment.id: etag} if etag else {})
         if not patient_id:
             raise LaunchRefused("The EHR sent no patient or encounter with this launch. "
                                 "Open the app from the patient's chart or the appointment.")
@@ -194,7 +199,23 @@ class ProviderVisit:
         chosen = mine or open_today
         if not chosen:
             raise LaunchRefused("This patient has no open appointment today, so there is no visit to start.")
-        return sorted(chosen, key=lambda a: fhir_context.window(a).start)
+        return sorted(chosen, key=lambda a: fhir_context.window(a).start), {}
+
+    def _appointment_and_patient(self, endpoint: FhirEndpoint, session: LaunchSession):
+        """The visit's Appointment and its patient, read now. The launch's patient context is read
+        alongside the Appointment and used only if the Appointment names that same patient."""
+        token = self._token(session)
+        read = self._fhir.read
+        if session.patient_id:
+            appointment, patient = together(
+                lambda: read(endpoint.base_url, token, "Appointment", session.appointment_id),
+                lambda: read(endpoint.base_url, token, "Patient", session.patient_id))
+        else:
+            appointment, patient = read(endpoint.base_url, token, "Appointment", session.appointment_id), None
+        named = fhir_context.participant_id(appointment, "Patient") or session.patient_id
+        if named and (patient is None or patient.id != named):
+            patient = read(endpoint.base_url, token, "Patient", named)
+        return appointment, (patient if named else None)
 
     def _endpoint(self, session: LaunchSession) -> FhirEndpoint:
         stored = self._endpoints.get_endpoint(session.tenant_id, session.endpoint_id)

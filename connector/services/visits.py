@@ -82,12 +82,19 @@ class Visits:
 
     def ensure_visit(self, endpoint: FhirEndpoint, appointment: Appointment, *,
                      ehr_user_id: str | None) -> Versioned[Visit]:
-        appointment_id = appointment.id or ""
-        stored = self._visits.get_visit(endpoint.tenant_id, endpoint.endpoint_id, appointment_id)
-        if stored is None:
-            stored = self._create(endpoint, appointment, ehr_user_id)
+        """The visit with its meeting and, where possible, its live status subscription."""
+        return self.ensure_live_status(self.ensure_meeting(endpoint, appointment, ehr_user_id=ehr_user_id))
+
+    def ensure_meeting(self, endpoint: FhirEndpoint, appointment: Appointment, *,
+                       ehr_user_id: str | None) -> Versioned[Visit]:
+        """The visit and its Teams meeting, made if this is the appointment's first launch."""
+        stored = self._visits.get_visit(endpoint.tenant_id, endpoint.endpoint_id, appointment.id or "")
+        return stored if stored is not None else self._create(endpoint, appointment, ehr_user_id)
+
+    def ensure_live_status(self, stored: Versioned[Visit]) -> Versioned[Visit]:
+        """Subscribe to the meeting's call events unless the visit has a subscription or is over."""
         if stored.item.subscription_id is None and not self._live_status_over(stored.item):
-            stored = self._subscribe(stored)
+            return self._subscribe(stored)
         return stored
 
     def _create(self, endpoint: FhirEndpoint, appointment: Appointment, ehr_user_id: str | None) -> Versioned[Visit]:

@@ -75,10 +75,14 @@ def video_link_patch(appointment: Mapping[str, Any], provider_url: str, patient_
     ]
 
 
-def write_back_links(fhir: FhirReader, links, endpoint: FhirEndpoint, access_token: str, visit: Visit) -> bool:
-    """Patch the appointment's video-visit links; True when they are in place."""
+def write_back_links(fhir: FhirReader, links, endpoint: FhirEndpoint, access_token: str, visit: Visit, *,
+                     appointment=None, etag: str | None = None) -> bool:
+    """Patch the appointment's video-visit links; True when they are in place. ``appointment`` and
+    its ``etag``, when the caller has just read them, save reading them again."""
     try:
-        appointment, etag = fhir.read_versioned(endpoint.base_url, access_token, "Appointment", visit.appointment_id)
+        if appointment is None or not etag:
+            appointment, etag = fhir.read_versioned(endpoint.base_url, access_token, "Appointment",
+                                                    visit.appointment_id)
         if not fhir_context.is_video_visit(appointment):
             return True  # Cerner takes these links on video visits only; nothing to write
         if not etag:

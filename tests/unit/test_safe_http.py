@@ -785,3 +785,37 @@ def test_a_post_sends_one_content_type_whatever_the_callers_header_case():
                              headers={"content-type": "text/plain"})
     [request] = network.requests
     assert request.headers.get_list("content-type") == ["application/json"]
+
+
+# -- pooled connections ------------------------------------------------------------------------------
+
+
+def test_calls_to_one_host_share_a_pooled_transport_and_carry_no_cookies():
+    made, seen_cookies = [], []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen_cookies.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"}, json={})
+
+    def factory() -> httpx.BaseTransport:
+        made.append(1)
+        return httpx.MockTransport(handler)
+
+    client = SafeHttpClient(resolver=lambda host, port: [PUBLIC_V4], transport_factory=factory)
+    for _ in range(3):
+        assert client.get(f"https://{FHIR_HOST}/metadata").status_code == 200
+    assert len(made) == 1  # one pooled transport for (address, port, name)
+    assert seen_cookies == [None, None, None]  # the server's cookie was never sent back
+
+
+def test_another_name_on_the_same_address_gets_its_own_pool():
+    made = []
+
+    def factory() -> httpx.BaseTransport:
+        made.append(1)
+        return httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+
+    client = SafeHttpClient(resolver=lambda host, port: [PUBLIC_V4], transport_factory=factory)
+    client.get(f"https://{FHIR_HOST}/metadata")
+    client.get("https://other.example.org/metadata")
+    assert len(made) == 2  # a connection verified for one name never serves another

@@ -57,6 +57,8 @@ class ClientSecrets:
 
 class SmartTokenHttpClient:
     def __init__(self, http: SafeHttp, *, secrets: ClientSecrets, signer=None, allow_loopback: bool = False):
+        """``signer``: a ClientAssertionSigner, or a callable that returns one (or None) when first
+        needed, so a stamp whose apps are public never parses its private key."""
         self._http = http
         self._secrets = secrets
         self._signer = signer
@@ -73,6 +75,8 @@ class SmartTokenHttpClient:
             pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         elif endpoint.client_auth is ClientAuth.private_key_jwt:
+            if callable(self._signer) and not hasattr(self._signer, "assertion"):
+                self._signer = self._signer()
             if self._signer is None:
                 raise ConfigurationError("private_key_jwt needs CONNECTOR_CLIENT_ASSERTION_KEY")
             form.update({

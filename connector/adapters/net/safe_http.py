@@ -26,9 +26,12 @@ only (``HTTPTransport`` takes no backend; swapping its pool means touching inter
 because any transport, ``httpx.MockTransport`` included, then sees exactly what goes on the
 wire: tests assert the IP, the Host header and the SNI name without patching anything.
 
-Each hop gets a fresh transport from ``transport_factory``: httpcore pools connections by
-origin, which after the rewrite is the IP, so a pooled connection verified for one name could
-otherwise carry a request for another name served from the same address.
+Connections are pooled per (checked address, port, host name): httpcore pools by origin,
+which after the rewrite is the IP, so one pool per address alone could let a connection
+verified for one name carry a request for another name served from the same address. With
+the name in the key, a pooled connection only ever serves the name it was verified for, and a
+launch's several calls to the EHR reuse one TLS connection (and one SSL context: loading the
+CA bundle costs tens of milliseconds). Transports come from ``transport_factory``.
 
 Bounded everything: connect and read timeouts per hop, a total deadline across hops (also
 checked between body chunks, against slow-drip servers), a body size limit counted after
@@ -39,14 +42,19 @@ or a client secret to another host): its redirect comes back as a response.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import re
 import ssl
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
+import certifi
 import httpx
 
 from connector.adapters.net.addresses import Address, is_loopback, parse_address, refusal_reason
@@ -62,6 +70,7 @@ from connector.adapters.net.resolver import Resolver, SystemResolver
 from connector.errors import ConnectorError, InvalidUpstreamData, UpstreamError
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_POOLED_DESTINATIONS = 32
 USER_AGENT = "virtual-visits-connector"
 # What a host name may look like when we repeat it in a message (httpx hands us IDNA/ASCII).
 _PRINTABLE_HOST = re.compile(r"[A-Za-z0-9.:\-]{1,253}")
@@ -99,9 +108,15 @@ class SafeResponse:
         return json.loads(self.content)
 
 
+@lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def default_transport() -> httpx.BaseTransport:
-    """The real network: certificates verified against certifi's roots, no retries, HTTP/1.1."""
-    return httpx.HTTPTransport(retries=0)
+    """The real network: certificates verified against certifi's roots (one SSL context per
+    process), no retries, HTTP/1.1."""
+    return httpx.HTTPTransport(retries=0, verify=_ssl_context())
 
 
 class SafeHttpClient:
@@ -120,6 +135,28 @@ class SafeHttpClient:
         self._new_transport = transport_factory
         self.allow_loopback_http = allow_loopback_http
         self.limits = limits
+        self._clients: OrderedDict[tuple[str, str, int, str], httpx.Client] = OrderedDict()
+        self._clients_lock = threading.Lock()
+
+    def _client(self, scheme: str, address: str, port: int, host: str) -> httpx.Client:
+        """The pooled client for one checked address and the name it is verified for."""
+        key = (scheme, address, port, host)
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = httpx.Client(transport=self._new_transport(), trust_env=False, follow_redirects=False,
+                                      cookies=_no_cookies())
+                self._clients[key] = client
+                if len(self._clients) > MAX_POOLED_DESTINATIONS:
+                    self._clients.popitem(last=False)[1].close()
+            self._clients.move_to_end(key)
+            return client
+
+    def close(self) -> None:
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def check_destination(self, url: str, *, allow_loopback: bool = True) -> Destination:
         """Resolve and check ``url``'s host without sending anything; raises like :meth:`get`."""
@@ -256,32 +293,30 @@ class SafeHttpClient:
         for name in ("host", "accept", "user-agent"):  # ours, whatever case the caller used
             headers.pop(name, None)
         headers.update({"Host": url.netloc.decode("ascii"), "Accept": outgoing.accept, "User-Agent": USER_AGENT})
-        with httpx.Client(
-            transport=self._new_transport(), trust_env=False, follow_redirects=False
-        ) as client:
-            request = client.build_request(
-                outgoing.method,
-                request_url,
-                headers=headers,
-                content=outgoing.body,
-                timeout=self._timeout(host, deadline),
-                extensions={"sni_hostname": host},
-            )
-            try:
-                response = client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                error = self._translate(exc, host)
-                if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not _tls_failure(exc):
-                    raise _ConnectFailed(error) from None
-                raise error from None
-            try:
-                if follow and response.status_code in REDIRECT_STATUSES and response.headers.get("location"):
-                    return response.headers["location"]
-                content = self._read_bounded(response, host, deadline)
-            except httpx.HTTPError as exc:
-                raise self._translate(exc, host) from None
-            finally:
-                response.close()
+        client = self._client(url.scheme, address, url.port or (443 if url.scheme == "https" else 80), host)
+        request = client.build_request(
+            outgoing.method,
+            request_url,
+            headers=headers,
+            content=outgoing.body,
+            timeout=self._timeout(host, deadline),
+            extensions={"sni_hostname": host},
+        )
+        try:
+            response = client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            error = self._translate(exc, host)
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not _tls_failure(exc):
+                raise _ConnectFailed(error) from None
+            raise error from None
+        try:
+            if follow and response.status_code in REDIRECT_STATUSES and response.headers.get("location"):
+                return response.headers["location"]
+            content = self._read_bounded(response, host, deadline)
+        except httpx.HTTPError as exc:
+            raise self._translate(exc, host) from None
+        finally:
+            response.close()
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         kept = {name.lower(): value for name, value in response.headers.items() if name.lower() in _KEPT_HEADERS}
         return SafeResponse(response.status_code, content_type, content, str(url), kept)
@@ -347,6 +382,11 @@ class _Outgoing:
 
 # Response headers callers may need (versions, throttling, auth challenges); nothing else is kept.
 _KEPT_HEADERS = frozenset({"etag", "location", "retry-after", "www-authenticate", "last-modified"})
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that keeps nothing: a pooled client must not carry one server's cookies onward."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _urlencoded(form: Mapping[str, str]) -> bytes:
