@@ -11,7 +11,6 @@ import logging
 
 import azure.functions as func
 
-from connector.adapters.graph.notifications import MAX_BODY_BYTES, MAX_VALIDATION_TOKEN_CHARS, parse_call_events
 from connector.composition import container
 from connector.errors import InvalidInput, Problem
 from connector.functions.http import handles_errors, json_response
@@ -24,6 +23,9 @@ log = logging.getLogger("connector.graph")
 @bp.route(route="notifications/graph", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors
 def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    # Imported here, not at app import: cold start is paid by every function of the app.
+    from connector.adapters.graph.notifications import MAX_BODY_BYTES, MAX_VALIDATION_TOKEN_CHARS, parse_call_events
+
     token = req.params.get("validationToken")
     if token is not None:
         if not token or len(token) > MAX_VALIDATION_TOKEN_CHARS or not token.isprintable():

@@ -4,7 +4,6 @@ import azure.functions as func
 
 from connector.composition import container
 from connector.domain import patient_messages
-from connector.domain.visit import LinkAudience
 from connector.functions.http import handles_errors_as_pages, html_response, redirect
 from connector.pages.patient import expired_page, join_page, unknown_page
 
@@ -14,6 +13,8 @@ bp = func.Blueprint()
 @bp.route(route="j/{token}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handles_errors_as_pages
 def patient_join(req: func.HttpRequest) -> func.HttpResponse:
+    from connector.domain.visit import LinkAudience
+
     deps = container()
     language = patient_messages.language_or_default(
         req.params.get("hl") or patient_messages.from_accept_language(req.headers.get("Accept-Language")))

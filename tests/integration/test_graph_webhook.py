@@ -22,8 +22,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from connector.adapters.graph.notifications import MAX_BODY_BYTES as PARSER_MAX_BODY_BYTES
-from connector.functions.graph_webhook import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
+from connector.adapters.graph.notifications import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES  # the one limit
 from dev.sandbox.entra import CONTOSO_TID
 
 pytestmark = pytest.mark.integration
@@ -220,7 +219,6 @@ def test_transport_rules_content_type_size_json_and_the_validation_handshake(vis
 
 def test_one_size_limit_for_the_webhook_and_the_parser(visit_stack, client):
     """A body one byte over the limit is a 413; one at the limit is read (here: no events, 202)."""
-    assert PARSER_MAX_BODY_BYTES == WEBHOOK_MAX_BODY_BYTES
     prefix, suffix = b'{"value": [], "pad": "', b'"}'
     at_limit = prefix + b"x" * (WEBHOOK_MAX_BODY_BYTES - len(prefix) - len(suffix)) + suffix
     assert len(at_limit) == WEBHOOK_MAX_BODY_BYTES
