@@ -88,8 +88,9 @@ class ClientAuth(str, Enum):
 
 # An Entra object id or a user principal name: the Teams account that owns the meetings.
 ORGANIZER = r"^([0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190})$"
-# The app setting CONNECTOR_CLIENT_SECRET_<NAME> holds a confidential client's secret (in Azure a
-# Key Vault reference). Only that prefix can be named, so no admin can point at another setting.
+# The app setting CONNECTOR_CLIENT_SECRET_<TENANT>_<NAME> holds a confidential client's secret (in
+# Azure a Key Vault reference; <TENANT> is the tenant id without dashes). Only the name is an
+# admin's to choose: no admin can point at another setting, or at another tenant's secret.
 SECRET_NAME = r"^[A-Z0-9_]{1,40}$"
 
 
@@ -136,7 +137,7 @@ class FhirEndpoint(BaseModel):
 def _secret_named_when_needed(model):
     if model.client_auth is ClientAuth.client_secret_basic and not model.client_secret_name:
         raise ValueError("client_secret_basic needs client_secret_name (the app setting "
-                         "CONNECTOR_CLIENT_SECRET_<NAME> that holds the secret)")
+                         "CONNECTOR_CLIENT_SECRET_<TENANT>_<NAME> that holds the secret)")
     return model
 
 

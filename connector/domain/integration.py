@@ -10,9 +10,10 @@ from pydantic import BaseModel
 
 from connector.domain.endpoint import FhirEndpoint
 
-# The provider app reads the visit's context and writes its status back.
+# The provider app reads the visit's context and writes its links back. No online_access: the
+# connector keeps no refresh token, so the page asks for a relaunch when the EHR's token ends.
 PROVIDER_SCOPES = (
-    "launch", "openid", "fhirUser", "online_access",
+    "launch", "openid", "fhirUser",
     "user/Appointment.read", "user/Appointment.write", "user/Encounter.read",
     "user/Patient.read", "user/Practitioner.read", "user/Location.read",
 )

@@ -33,6 +33,11 @@ class LaunchState(BaseModel):
     client_id: str
     code_verifier: str = Field(min_length=43, max_length=128, repr=False)
     nonce: str = Field(repr=False)
+    # SHA-256 of the random value in the browser's launch cookie: the callback must come back to
+    # the browser that started the launch (RFC 9700 section 4.7.1), not to whoever holds the URL.
+    browser_binding_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # Set by the one callback that claims the state (a conditional write), before the row goes.
+    taken: bool = False
     created_at: AwareDatetime
     expires_at: AwareDatetime
 

@@ -62,6 +62,7 @@ class Visit(BaseModel):
     # when each participant was last reported on (a late, older report changes nothing).
     guests_in_lobby: list[str] = Field(default_factory=list)
     guests_in_meeting: list[str] = Field(default_factory=list)
+    staff_in_meeting: list[str] = Field(default_factory=list)  # the organisation's side (clinician, nurse)
     participants_seen: dict[str, AwareDatetime] = Field(default_factory=dict)
     link_sent_at: AwareDatetime | None = None
     lobby_since: AwareDatetime | None = None
@@ -118,8 +119,7 @@ class SubscriptionLink(BaseModel):
 
 def apply_call_event(visit: Visit, event: CallEvent) -> tuple[Visit, list[VisitStep]]:
     """The visit after ``event`` and the steps it completed for the first time."""
-    lobby, meeting = set(visit.guests_in_lobby), set(visit.guests_in_meeting)
-    provider_in = visit.provider_in_meeting
+    lobby, meeting, staff = set(visit.guests_in_lobby), set(visit.guests_in_meeting), set(visit.staff_in_meeting)
     seen = dict(visit.participants_seen)
     for change in event.roster:
         last = seen.get(change.participant_id)
@@ -127,7 +127,7 @@ def apply_call_event(visit: Visit, event: CallEvent) -> tuple[Visit, list[VisitS
             continue  # Graph retried an older report after a newer one: the newer one stands
         seen[change.participant_id] = event.at
         if change.role is ParticipantRole.organizer:
-            provider_in = not change.left
+            (staff.discard if change.left else staff.add)(change.participant_id)
             continue
         lobby.discard(change.participant_id)
         meeting.discard(change.participant_id)
@@ -135,11 +135,13 @@ def apply_call_event(visit: Visit, event: CallEvent) -> tuple[Visit, list[VisitS
             continue
         (lobby if change.in_lobby else meeting).add(change.participant_id)
     if event.kind is CallEventKind.call_ended:
-        lobby, meeting, provider_in = set(), set(), False
+        lobby, meeting, staff = set(), set(), set()
+    provider_in = bool(staff)  # anyone of the organisation: the clinician, or a colleague covering
 
     at = event.at
     changes: dict = {"guests_in_lobby": sorted(lobby), "guests_in_meeting": sorted(meeting),
-                     "provider_in_meeting": provider_in, "participants_seen": seen}
+                     "staff_in_meeting": sorted(staff), "provider_in_meeting": provider_in,
+                     "participants_seen": seen}
     steps: list[VisitStep] = []
     if meeting:
         changes["patient"] = PatientPresence.in_visit

@@ -82,15 +82,17 @@ OPERATIONS: list[Operation] = [
               "Stop sending this endpoint's SMS from its number", {200: EndpointView, 404: None}),
     # The clinical flows: pages and redirects for browsers (PowerChart's window, the patient's phone).
     Operation("get", "/launch/provider", "launch_provider",
-              "SMART EHR launch from PowerChart: 302 to the EHR's authorize endpoint; 400 page for an unknown iss",
+              "SMART EHR launch from PowerChart: 302 to the EHR's authorize endpoint (and a vv_launch_* cookie "
+              "for the callback); 400 page for an unknown iss",
               {302: None, 400: None}, admin=False, page=True, query=("iss", "launch")),
     Operation("get", "/launch/patient", "launch_patient",
               "SMART launch from the patient portal: 302 to the EHR's authorize endpoint",
               {302: None, 400: None}, admin=False, page=True, query=("iss", "launch")),
     Operation("get", "/launch/callback", "launch_callback",
-              "The SMART redirect URI: 303 to the visit page (provider) or the join page (patient)",
+              "The SMART redirect URI (needs the browser's vv_launch_* cookie): 303 to the visit page (provider) "
+              "or the join page (patient)",
               {303: None, 400: None, 401: None, 409: None, 502: None, 503: None}, admin=False, page=True,
-              query=("code", "state", "error", "error_description")),
+              query=("code", "state", "error")),
     Operation("get", "/visit/{session_id}", "provider_visit_page", "The clinician's visit page (or appointment picker)",
               {200: None, 401: None}, admin=False, page=True, session=True),
     Operation("post", "/visit/{session_id}/pick", "pick_appointment",

@@ -25,17 +25,13 @@ def session_cookie(value: str, path: str, *, max_age: int) -> str:
     return f"{COOKIE}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
 
 
-def cleared_cookie(path: str) -> str:
-    return f"{COOKIE}=; Path={path}; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
-
-
 def launch_session(req: func.HttpRequest, sealer, clock) -> LaunchSession:
     """The session this request's path belongs to; NotAuthenticated (401) otherwise."""
     session_id = req.route_params.get("session_id", "")
     refused = NotAuthenticated("this visit page's session is missing or has ended; launch the visit again")
     if not _SESSION_ID.fullmatch(session_id):
         raise refused
-    values = _cookies(req.headers.get("Cookie", "")).get(COOKIE, [])
+    values = request_cookies(req).get(COOKIE, [])
     for value in values:
         try:
             session = sealer.open(value)
@@ -46,9 +42,10 @@ def launch_session(req: func.HttpRequest, sealer, clock) -> LaunchSession:
     raise refused
 
 
-def _cookies(header: str) -> dict[str, list[str]]:
+def request_cookies(req: func.HttpRequest) -> dict[str, list[str]]:
+    """The request's cookies by name (a name may come more than once, from different paths)."""
     found: dict[str, list[str]] = {}
-    for part in header.split(";"):
+    for part in req.headers.get("Cookie", "").split(";"):
         name, _, value = part.strip().partition("=")
         if name:
             found.setdefault(name, []).append(value)

@@ -79,6 +79,8 @@ def visit_page(view: ProviderPage, *, base_path: str) -> Page:
     else:
         sms = ""
         sms_note = f'<p class="note" id="link-status" aria-live="polite">{escape(view.sms_unavailable_reason)}</p>'
+    if view.details_need_relaunch:
+        details = f"<dt>Time</dt><dd>{escape(when)}</dd>"
     live = "" if view.live_status else (
         '<p class="note">Live status is not available for this visit yet; it starts with the next launch.</p>')
     body = f"""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="connector-together")
+_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="connector-together")
 
 
 def together(*calls: Callable[[], Any]) -> list[Any]:

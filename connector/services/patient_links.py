@@ -92,7 +92,9 @@ class PatientLinks:
         reason = self.unavailable_reason(endpoint)  # read now: a withdrawn consent stops at once
         if reason:
             raise UnprocessableInput(reason)
-        country = "US"  # Cerner stores national digits; E.164 with the endpoint's (NANP) country
+        # Cerner stores national digits; read as NANP (US and Canada, the only countries whose
+        # toll-free numbers ACS sells for SMS). Other countries come with the reminders work.
+        country = "US"
         number = mobile_phone_e164(patient, country, now=self._clock.now())
         if number is None:
             raise UnprocessableInput("The patient's chart has no mobile number that can receive a text.")

@@ -44,6 +44,9 @@ class PatientVisit:
             appointment = self._next_video_visit(endpoint, tokens.access_token, patient_id)
         if fhir_context.participant_id(appointment, "Patient") != patient_id:
             raise LaunchRefused("This appointment is not yours.")
+        if (appointment.status or "") not in fhir_context.OPEN_STATUSES or not fhir_context.is_video_visit(appointment):
+            raise LaunchRefused("This appointment is not an upcoming video visit. If you expected one, please call "
+                                "your clinic.")
         stored = self._visits.ensure_visit(endpoint, appointment, ehr_user_id=None)
         return self._links.mint(stored.item)
 

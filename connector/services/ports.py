@@ -176,6 +176,9 @@ class SafeHttp(Protocol):
              content_type: str | None = None, accept: str = ..., headers: Mapping[str, str] | None = None,
              allow_loopback: bool = True) -> HttpResponse: ...
 
+    def patch(self, url: str, *, body: bytes, content_type: str, accept: str = ...,
+              headers: Mapping[str, str] | None = None, allow_loopback: bool = True) -> HttpResponse: ...
+
 
 # -- SMART on FHIR ---------------------------------------------------------------------------
 

@@ -33,6 +33,9 @@ from connector.services.concurrency import together
 from connector.services.write_back import write_back_links
 
 log = logging.getLogger("connector.visits")
+CLOSED_STATUSES = frozenset({"cancelled", "noshow", "entered-in-error"})
+RELAUNCH_FOR_DETAILS = ("The EHR sign-in behind this page has ended: launch the visit again from PowerChart to see "
+                        "the patient's details or text them the link.")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class ProviderPage:
     sms_ready: bool = False
     sms_unavailable_reason: str = ""
     live_status: bool = False
+    details_need_relaunch: bool = False  # the EHR sign-in behind the page has expired
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,14 @@ class ProviderVisit:
                                             appointment.description or "", fhir_context.is_video_visit(appointment)))
             return ProviderPage(candidates=tuple(sorted(candidates, key=lambda c: c.start)), **common)
         visit = self._visit(session)
+        if not session.token_usable(self._clock.now()):
+            # The EHR's token (minutes) ends long before the page (hours): the meeting and the
+            # live status stay; what needs FHIR waits for a relaunch.
+            return ProviderPage(
+                appointment_id=session.appointment_id, start=visit.item.appointment_start.astimezone(zone),
+                end=visit.item.appointment_end.astimezone(zone), join_url=visit.item.join_web_url,
+                sms_unavailable_reason=RELAUNCH_FOR_DETAILS, live_status=visit.item.subscription_id is not None,
+                details_need_relaunch=True, **common)
         appointment, patient = self._appointment_and_patient(endpoint, session)
         when = fhir_context.window(appointment)
         sms_reason = self._links.unavailable_reason(endpoint)
@@ -187,6 +199,8 @@ class ProviderVisit:
             appointment_id = fhir_context.appointment_of(encounter) if encounter else None
             if appointment_id:
                 appointment, etag = self._fhir.read_versioned(endpoint.base_url, token, "Appointment", appointment_id)
+                if (appointment.status or "") in CLOSED_STATUSES:
+                    raise LaunchRefused(f"This appointment is {appointment.status}, so there is no visit to hold.")
                 return [appointment], ({appointment.id: etag} if etag else {})
         if not patient_id:
             raise LaunchRefused("The EHR sent no patient or encounter with this launch. "

@@ -2,7 +2,7 @@
 sign-in with its launch context.
 
     authorize_url = launch.begin(Persona.provider, iss=..., launch=...)        # 302 there
-    signed_in = launch.complete(state=..., code=..., error=..., error_description=...)
+    signed_in = launch.complete(state=..., code=..., error=..., browser_bindings=(...))
 
 ``begin`` validates before it redirects (medplum's authorize.ts, RFC 6749 4.1.2.1): an ``iss``
 that is not a FHIR base URL registered in this stamp, or an endpoint without the persona's
@@ -19,13 +19,15 @@ is returned to the caller and never stored.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode, urlsplit
 
-from connector.domain.endpoint import FhirEndpoint, normalize_base_url, url_problem
+from connector.domain.endpoint import FhirEndpoint, is_loopback_url, normalize_base_url, url_problem
 from connector.domain.integration import PATIENT_SCOPES, PROVIDER_SCOPES
 from connector.domain.launch import STATE_PATTERN, STATE_TTL, LaunchState, Persona, pkce_challenge
 from connector.domain.smart import SmartConfiguration, TokenResponse
@@ -60,10 +62,6 @@ class SignedIn:
     user_type: str | None  # "Practitioner" / "Patient" from fhirUser
     user_id: str | None
 
-    @property
-    def token_expires_at_seconds(self) -> int:
-        return self.tokens.expires_in or 300
-
 
 class SmartLaunch:
     def __init__(self, endpoints: EndpointRepository, states: LaunchStateRepository, discovery: SmartDiscovery,
@@ -79,17 +77,20 @@ class SmartLaunch:
         self.redirect_uri = redirect_uri
         self._allow_loopback = allow_loopback
 
-    def begin(self, persona: Persona, *, iss: str | None, launch: str | None) -> str:
-        """The authorize URL to redirect to; :class:`LaunchRefused` before any redirect."""
+    def begin(self, persona: Persona, *, iss: str | None, launch: str | None,
+              browser_binding: str | None = None) -> str:
+        """The authorize URL to redirect to; :class:`LaunchRefused` before any redirect.
+        ``browser_binding``: the random value the caller puts in the browser's launch cookie."""
         endpoint = self._endpoint_for(iss)
         if not launch or not _LAUNCH.fullmatch(launch):
             raise LaunchRefused("The EHR did not send a launch context. Open the app from the patient's chart.")
         client_id = _client_id(endpoint, persona)
-        configuration = self._discovery.discover(endpoint.base_url, allow_loopback=self._allow_loopback)
+        configuration = self._configuration(endpoint)
         now = self._clock.now()
         state = LaunchState(
             state=self._ids.token(32), tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id,
             persona=persona, client_id=client_id, code_verifier=self._ids.token(48), nonce=self._ids.token(16),
+            browser_binding_hash=_sha256(browser_binding) if browser_binding else None,
             created_at=now, expires_at=now + STATE_TTL,
         )
         self._states.save_state(state)
@@ -105,8 +106,10 @@ class SmartLaunch:
         return f"{configuration.authorization_endpoint}{separator}{urlencode(query)}"
 
     def complete(self, *, state: str | None, code: str | None, error: str | None = None,
-                 error_description: str | None = None) -> SignedIn:
-        """Take the state (single use), then exchange the code and verify who signed in."""
+                 browser_bindings: tuple[str, ...] = ()) -> SignedIn:
+        """Take the state (single use), check it came back to the browser that started it (one
+        of ``browser_bindings``, the launch cookies it sent), then exchange the code and verify
+        who signed in."""
         if not state or not _STATE.fullmatch(state):
             raise LaunchRefused("This sign-in link is not valid. Launch the visit again from the EHR.")
         taken = self._states.take_state(state)
@@ -114,6 +117,11 @@ class SmartLaunch:
             raise LaunchRefused("This sign-in was already used or is unknown. Launch the visit again from the EHR.")
         if taken.expired(self._clock.now()):
             raise LaunchRefused("This sign-in took too long and has expired. Launch the visit again from the EHR.")
+        if taken.browser_binding_hash is not None and not any(
+                hmac.compare_digest(_sha256(value), taken.browser_binding_hash) for value in browser_bindings):
+            log.warning("launch refused: the callback came back to another browser (endpoint %s)", taken.endpoint_id)
+            raise LaunchRefused("This sign-in did not start in this browser window. Launch the visit again from "
+                                "the EHR.")
         if error:
             shown = error if _OAUTH_ERROR.fullmatch(error) else "an error"
             log.info("launch refused by the EHR: endpoint %s error %s", taken.endpoint_id, shown)
@@ -125,12 +133,28 @@ class SmartLaunch:
         if stored is None:
             raise LaunchRefused("This EHR is no longer registered with the connector.")
         endpoint = stored.item
-        configuration = self._discovery.discover(endpoint.base_url, allow_loopback=self._allow_loopback)
+        configuration = self._configuration(endpoint)
         tokens = self._tokens.exchange_code(endpoint, configuration, client_id=taken.client_id, code=code,
                                             redirect_uri=self.redirect_uri, code_verifier=taken.code_verifier)
         user_type, user_id = self._who(tokens, configuration, taken)
         log.info("launch signed in: endpoint %s persona %s", endpoint.endpoint_id, taken.persona.value)
         return SignedIn(endpoint, taken.persona, tokens, configuration, user_type, user_id)
+
+    def _configuration(self, endpoint: FhirEndpoint) -> SmartConfiguration:
+        """Discovery (for the keys that sign id_tokens), with the authorize and token endpoints the
+        admin's validation approved: a server that names new ones must be validated again before
+        a browser is sent there or a code (or client secret) is posted there."""
+        found = self._discovery.discover(endpoint.base_url, allow_loopback=self._allow_loopback)
+        configuration = found.model_copy(update={
+            "authorization_endpoint": endpoint.authorize_url or found.authorization_endpoint,
+            "token_endpoint": endpoint.token_url or found.token_endpoint,
+        })
+        for url in (configuration.authorization_endpoint, configuration.token_endpoint):
+            if url_problem(url) or not (urlsplit(url).scheme == "https" or
+                                        (self._allow_loopback and is_loopback_url(url))):
+                raise LaunchRefused("This EHR's sign-in endpoints are not usable. Ask your administrator to "
+                                    "validate its FHIR base URL again in the connector's portal.")
+        return configuration
 
     def _endpoint_for(self, iss: str | None) -> FhirEndpoint:
         unknown = LaunchRefused("This EHR is not registered with the connector (unknown iss). "
@@ -168,6 +192,10 @@ def _client_id(endpoint: FhirEndpoint, persona: Persona) -> str:
         raise LaunchRefused(f"The connector has no {which} app client id for this EHR yet. Ask your administrator "
                             "to enter the client id from Cerner's code console in the connector's portal.")
     return client_id
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def token_expiry(now: datetime, tokens: TokenResponse) -> datetime:

@@ -52,3 +52,12 @@ def test_bad_settings_give_a_json_error_not_a_stack_trace(storage_env, monkeypat
     assert resp.status_code == 500
     assert body["error"] == "configuration_error"
     assert "Traceback" not in resp.get_body().decode()
+
+
+def test_the_app_keeps_http_libraries_from_logging_urls():
+    import logging
+
+    import function_app  # noqa: F401 - importing the app sets the levels
+
+    for name in ("httpx", "httpcore", "azure.core.pipeline.policies.http_logging_policy"):
+        assert logging.getLogger(name).level >= logging.WARNING, name  # set, not inherited from root

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from connector.adapters.graph.notifications import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES  # the one limit
+from tests.integration.browser_like import BrowserLike
 from dev.sandbox.entra import CONTOSO_TID
 
 pytestmark = pytest.mark.integration
@@ -43,12 +44,9 @@ def webhook(stack) -> str:
 
 
 def launch(client: httpx.Client, stack, appointment: str = VIDEO_VISIT) -> None:
-    """PowerChart's launch, hop by hop, to the visit page's 303."""
-    response = client.get(stack.launch_url(appointment))
-    for expected in (302, 302, 303):
-        assert response.status_code == expected, response.text[:400]
-        if expected != 303:
-            response = client.get(response.headers["location"])
+    """PowerChart's launch, as a browser follows it, to the visit page's 303."""
+    response = BrowserLike(client).follow(stack.launch_url(appointment), stop_at=(303,))
+    assert response.status_code == 303, response.text[:400]
     assert response.headers["location"].startswith("/api/visit/")
 
 

@@ -72,13 +72,28 @@ def with_params(url: str, **changes: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
 
 
+# The launch cookie each launch left in "the browser", by state (httpx keeps no Secure cookie over
+# http, which a browser does on loopback: the tests carry it by hand).
+LAUNCH_COOKIES: dict[str, str] = {}
+
+
 def begin(client: httpx.Client, stack, appointment: str = VIDEO_VISIT, *, launch_url: str | None = None) -> str:
     """Our launch endpoint's answer: a 302 to the EHR's authorize endpoint (its URL)."""
     response = client.get(launch_url or stack.launch_url(appointment))
     assert response.status_code == 302, response.text
     location = response.headers["location"]
     assert location.startswith(stack.sandbox.cerner.urls.authorize("provider") + "?")
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("vv_launch_") and "Path=/api/launch/callback" in cookie and "HttpOnly" in cookie
+    LAUNCH_COOKIES[params_of(location)["state"]] = cookie.split(";")[0]
     return location
+
+
+def call_back(client: httpx.Client, callback_url: str, **kwargs) -> httpx.Response:
+    """GET our callback as the browser that began the launch (with its launch cookie)."""
+    cookie = LAUNCH_COOKIES.get(params_of(callback_url).get("state", ""))
+    headers = {**kwargs.pop("headers", {}), **({"Cookie": cookie} if cookie else {})}
+    return client.get(callback_url, headers=headers, **kwargs)
 
 
 def authorize(client: httpx.Client, authorize_url: str) -> str:
@@ -95,7 +110,7 @@ def callback_of(client: httpx.Client, stack, appointment: str = VIDEO_VISIT, **k
 
 
 def complete(client: httpx.Client, callback_url: str) -> Launched:
-    response = client.get(callback_url)
+    response = call_back(client, callback_url)
     assert response.status_code == 303, response.text
     match = re.fullmatch(r"/api/visit/([A-Za-z0-9_-]{22})", response.headers["location"])
     assert match, response.headers["location"]
@@ -321,7 +336,8 @@ def test_a_code_from_another_launch_fails_pkce_at_the_ehr_and_creates_nothing(vi
     code_b, state_b = params_of(callback_b)["code"], params_of(callback_b)["state"]
     before = snapshot(visit_stack)
 
-    response = client.get(f"{visit_stack.host_url}/api/launch/callback", params={"code": code_b, "state": state_a})
+    # Delivered to A's browser (with A's launch cookie): only PKCE stands in the way.
+    response = call_back(client, f"{visit_stack.host_url}/api/launch/callback?{urlencode({'code': code_b, 'state': state_a})}")
 
     assert_page(response, 401, "The EHR refused the sign-in (invalid_grant)")
     events = token_events_since(visit_stack, before)
@@ -369,7 +385,7 @@ def test_a_code_issued_for_another_registered_redirect_uri_is_refused(visit_stac
         assert params_of(elsewhere)["state"] == state
         before = snapshot(visit_stack)
 
-        response = client.get(f"{visit_stack.host_url}/api/launch/callback", params={"code": code, "state": state})
+        response = call_back(client, f"{visit_stack.host_url}/api/launch/callback?{urlencode({'code': code, 'state': state})}")
 
         assert_page(response, 401, "The EHR refused the sign-in (invalid_grant)")
         assert [(e["outcome"], e["reason"]) for e in token_events_since(visit_stack, before)] == [
@@ -393,7 +409,7 @@ def test_an_id_token_with_a_bad_signature_or_audience_is_refused(visit_stack, cl
     before = snapshot(visit_stack)
     sim.id_token_fault = fault
     try:
-        response = client.get(callback)
+        response = call_back(client, callback)
     finally:
         sim.id_token_fault = None
 
@@ -630,3 +646,17 @@ def test_pick_needs_the_same_origin_and_one_of_the_launchs_candidates(visit_stac
     assert len(meetings) == 1
     assert "Video visit" in client.get(f"{host}{launched.path}", headers={
         "Cookie": f"vv_session={chosen.headers['set-cookie'].split(';')[0].split('=', 1)[1]}"}).text
+
+
+# -- 11. a callback URL sent to someone else (login CSRF) --------------------------------------------------
+
+def test_a_callback_opened_in_another_browser_opens_nothing(visit_stack, client):
+    callback = callback_of(client, visit_stack)  # a real code and state, from "the attacker's" launch
+    before = snapshot(visit_stack)
+
+    response = client.get(callback)  # the victim's browser: no launch cookie of this launch
+    assert_page(response, 400, "did not start in this browser")
+    forged = client.get(callback, headers={"Cookie": "vv_launch_0123456789ab=not-the-binding"})
+    assert_page(forged, 400, "already used or is unknown")  # and the state is spent by the first try
+    assert token_events_since(visit_stack, before) == []  # no code was exchanged
+    assert_nothing_created(before, snapshot(visit_stack))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.integration.browser_like import BrowserLike
+
 from dev.sandbox.entra import CONTOSO_ORGANIZER_OID, CONTOSO_TID
 
 pytestmark = pytest.mark.integration
@@ -14,10 +16,7 @@ APPOINTMENT = "4826008"  # a booked video visit today
 
 def launch(client: httpx.Client, url: str) -> httpx.Response:
     """Follow the launch's redirects to the callback's answer (the page, or the 303 to it)."""
-    response = client.get(url)
-    while response.status_code == 302:
-        response = client.get(response.url.join(response.headers["location"]))
-    return response
+    return BrowserLike(client).follow(url, stop_at=(303,))
 
 
 def no_visit(visit_stack) -> bool:

@@ -183,3 +183,30 @@ def test_a_moved_endpoint_is_not_found_by_its_old_url(stamp: Container):
 def test_naive_times_are_refused():
     with pytest.raises(ValueError):
         UsageEvent(tenant_id=TID, event_id="e", at=datetime(2026, 1, 1), kind=UsageKind.launch)
+
+
+def test_a_launch_state_is_taken_exactly_once_even_by_racing_callbacks(stamp: Container):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from connector.domain.launch import LaunchState, Persona
+
+    now = datetime.now(timezone.utc)
+    states = []
+    for n in range(5):
+        state = LaunchState(state=f"{n}" * 43, tenant_id="t", endpoint_id="e", persona=Persona.provider,
+                            client_id="c", code_verifier="v" * 43, nonce="n", created_at=now,
+                            expires_at=now + timedelta(minutes=10))
+        stamp.launch_states.save_state(state)
+        states.append(state.state)
+    for state in states:
+        barrier = Barrier(4)
+
+        def take(_):
+            barrier.wait()  # four callbacks for one state at the same moment
+            return stamp.launch_states.take_state(state)
+
+        with ThreadPoolExecutor(4) as pool:
+            won = [result for result in pool.map(take, range(4)) if result is not None]
+        assert len(won) == 1, state
+        assert stamp.launch_states.take_state(state) is None  # and it is gone

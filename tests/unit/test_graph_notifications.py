@@ -287,3 +287,13 @@ def test_validation_token() -> None:
     assert validation_token({}) is None and validation_token({"validationToken": ""}) is None
     with pytest.raises(InvalidInput):
         validation_token({"validationToken": "x" * 2000})
+
+
+def test_a_batch_larger_than_graph_sends_is_refused_before_any_work():
+    from connector.adapters.graph.notifications import MAX_NOTIFICATIONS
+
+    item = {"subscriptionId": "s", "clientState": "c", "changeType": "updated", "resourceData": {}}
+    body = json.dumps({"value": [item] * (MAX_NOTIFICATIONS + 1)}).encode()
+    with pytest.raises(InvalidInput) as caught:
+        parse_call_events(body)
+    assert caught.value.problems[0].field == "value"

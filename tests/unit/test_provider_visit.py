@@ -265,11 +265,15 @@ def test_the_page_while_choosing_lists_the_candidates_in_the_clinics_zone(world)
     assert len(world.fhir.reads()) == before + 2
 
 
-def test_the_page_with_an_expired_token_is_not_authenticated(world):
+def test_the_page_outlives_the_ehr_token_without_reading_fhir(world):
     session = world.open(patient="12744003", encounter="97960003")
     world.clock.advance(seconds=3570)
-    with pytest.raises(NotAuthenticated):
-        world.provider.page(session)
+    before = len(world.fhir.reads())
+    page = world.provider.page(session)
+    assert page.details_need_relaunch and page.patient_name == "" and not page.sms_ready
+    assert "launch the visit again" in page.sms_unavailable_reason
+    assert page.join_url.startswith("https://teams.microsoft.com/") and page.start is not None
+    assert len(world.fhir.reads()) == before  # nothing read with a token that has ended
 
 
 def test_the_page_of_a_visit_that_is_gone_is_not_found(world):

@@ -38,6 +38,7 @@ from connector.errors import (
 from tests.conftest import DATA
 
 TENANT = "11111111-2222-3333-4444-555555555555"
+TENANT_KEY = "11111111222233334444555555555555"  # the tenant in a secret's app setting name
 CERNER_TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
 BASE = f"https://fhir-ehr.cerner.com/r4/{CERNER_TENANT}"
 AUTH_HOST = "authorization.cerner.com"
@@ -147,8 +148,9 @@ def test_client_secret_basic_sends_rfc_6749_basic_credentials_from_the_named_set
     secret = "s3cr:t+/ %&é~*"  # a colon, a plus, a space: each must survive the encoding
     network = FakeNetwork({TOKEN_URL: token_answer()})
     ep = endpoint(client_auth=ClientAuth.client_secret_basic, client_secret_name="CERNER_PROD")
-    exchange(network, ep, secrets={"CONNECTOR_CLIENT_SECRET_CERNER_PROD": secret,
-                                   "CONNECTOR_CLIENT_SECRET_OTHER": "not this one"})
+    exchange(network, ep, secrets={f"CONNECTOR_CLIENT_SECRET_{TENANT_KEY}_CERNER_PROD": secret,
+                                   f"CONNECTOR_CLIENT_SECRET_{TENANT_KEY}_OTHER": "not this one",
+                                   "CONNECTOR_CLIENT_SECRET_CERNER_PROD": "not this one either"})
     [request] = network.requests
     scheme, _, encoded = request.headers["authorization"].partition(" ")
     assert scheme == "Basic"
@@ -166,8 +168,11 @@ def test_client_secret_basic_sends_rfc_6749_basic_credentials_from_the_named_set
 def test_client_secret_basic_without_its_setting_is_a_configuration_error_and_sends_nothing():
     network = FakeNetwork({TOKEN_URL: token_answer()})
     ep = endpoint(client_auth=ClientAuth.client_secret_basic, client_secret_name="CERNER_PROD")
-    for secrets in ({}, {"CONNECTOR_CLIENT_SECRET_CERNER_PROD": ""}, {"CERNER_PROD": "x"}):
-        with pytest.raises(ConfigurationError, match="CONNECTOR_CLIENT_SECRET_CERNER_PROD"):
+    another_tenant = "AAAAAAAABBBBCCCCDDDDEEEEEEEEEEEE"
+    for secrets in ({}, {f"CONNECTOR_CLIENT_SECRET_{TENANT_KEY}_CERNER_PROD": ""}, {"CERNER_PROD": "x"},
+                    {"CONNECTOR_CLIENT_SECRET_CERNER_PROD": "x"},  # a name without the tenant
+                    {f"CONNECTOR_CLIENT_SECRET_{another_tenant}_CERNER_PROD": "x"}):  # another tenant's secret
+        with pytest.raises(ConfigurationError, match=f"CONNECTOR_CLIENT_SECRET_{TENANT_KEY}_CERNER_PROD"):
             exchange(network, ep, secrets=secrets)
     assert network.requests == []
 

@@ -298,3 +298,14 @@ def test_meeting_request_fits_graph_limits():
 def test_visit_appointment_ids_are_fhir_ids():
     with pytest.raises(ValidationError):
         visit(appointment_id="../4826003")
+
+
+
+def test_a_colleague_leaving_does_not_take_the_clinician_out_of_the_meeting():
+    nurse = RosterChange(participant_id="org-participant-2", role=ParticipantRole.organizer)
+    nurse_leaves = RosterChange(participant_id="org-participant-2", role=ParticipantRole.organizer, left=True)
+    after, steps = run(visit(), event(1, organizer(), nurse), event(2, nurse_leaves), event(3, guest()))
+    assert after.provider_in_meeting and after.staff_in_meeting == [ORGANIZER]
+    assert steps[-1] == [VisitStep.admitted, VisitStep.started]  # the visit starts: the clinician is still in
+    gone, _ = run(after, event(4, organizer(left=True)))
+    assert not gone.provider_in_meeting and gone.staff_in_meeting == []

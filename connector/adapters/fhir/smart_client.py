@@ -7,8 +7,9 @@
 
 Client authentication follows the endpoint's configuration (SMART App Launch "client types"):
 ``public`` sends ``client_id`` in the form and relies on PKCE; ``client_secret_basic`` sends
-HTTP Basic with the secret of app setting ``CONNECTOR_CLIENT_SECRET_<NAME>`` (a Key Vault
-reference in Azure); ``private_key_jwt`` sends a client assertion signed with the stamp's key.
+HTTP Basic with the secret of app setting ``CONNECTOR_CLIENT_SECRET_<TENANT>_<NAME>`` (a Key
+Vault reference in Azure; ``<TENANT>`` is the endpoint's Entra tenant id without dashes, so one
+tenant's admin can never point the connector at another tenant's secret); ``private_key_jwt`` sends a client assertion signed with the stamp's key.
 
 The token endpoint and the JWKS are admin-supplied hosts, so both calls go through the
 SSRF-safe client. Nothing here logs or repeats a token, a code or a response body.
@@ -42,16 +43,22 @@ JWKS_TTL_SECONDS = 3600.0
 _OAUTH_ERROR_CODE = frozenset("abcdefghijklmnopqrstuvwxyz_")
 
 
+def secret_setting(tenant_id: str, name: str) -> str:
+    """The app setting that holds a tenant's client secret ``name``."""
+    return f"{SECRET_SETTING_PREFIX}{tenant_id.replace('-', '').upper()}_{name}"
+
+
 class ClientSecrets:
-    """Confidential clients' secrets by name, from app settings ``CONNECTOR_CLIENT_SECRET_<NAME>``."""
+    """Confidential clients' secrets, from app settings ``CONNECTOR_CLIENT_SECRET_<TENANT>_<NAME>``."""
 
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ
 
-    def secret(self, name: str) -> str:
-        value = self._environ.get(f"{SECRET_SETTING_PREFIX}{name}", "")
+    def secret(self, tenant_id: str, name: str) -> str:
+        setting = secret_setting(tenant_id, name)
+        value = self._environ.get(setting, "")
         if not value:
-            raise ConfigurationError(f"the app setting {SECRET_SETTING_PREFIX}{name} holds no client secret")
+            raise ConfigurationError(f"the app setting {setting} holds no client secret")
         return value
 
 
@@ -70,7 +77,7 @@ class SmartTokenHttpClient:
                 "code_verifier": code_verifier}
         headers: dict[str, str] = {}
         if endpoint.client_auth is ClientAuth.client_secret_basic:
-            secret = self._secrets.secret(endpoint.client_secret_name or "")
+            secret = self._secrets.secret(endpoint.tenant_id, endpoint.client_secret_name or "")
             # RFC 6749 section 2.3.1: both parts form-urlencoded before Basic encoding.
             pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")

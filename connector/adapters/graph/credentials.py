@@ -159,3 +159,40 @@ class ManagedIdentityCredential:
 
     async def close(self) -> None:
         self._inner.close()
+
+
+class HomeTenantOnly:
+    """A managed identity gets tokens in its own (home) tenant only: a meeting for a customer
+    tenant that is not the home tenant would be made in the home tenant, for whatever organizer
+    the customer's admin named. Refuse instead: such stamps need a multi-tenant app registration
+    (CONNECTOR_GRAPH_CLIENT_ID + CONNECTOR_GRAPH_CLIENT_SECRET)."""
+
+    def __init__(self, inner: ManagedIdentityCredential, tenant_id: str) -> None:
+        self._inner = inner
+        self._tenant_id = tenant_id.lower()
+
+    async def get_token(self, *scopes: str, **kwargs: Any):
+        token = await self._inner.get_token(*scopes, **kwargs)
+        if _token_tenant(token.token) != self._tenant_id:
+            raise ConfigurationError(
+                "This stamp makes Teams meetings with its managed identity, which works in its own tenant only; "
+                "serving another organisation needs a multi-tenant app registration "
+                "(CONNECTOR_GRAPH_CLIENT_ID and CONNECTOR_GRAPH_CLIENT_SECRET)")
+        return token
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _token_tenant(token: str) -> str | None:
+    """The ``tid`` of an access token we were just given by Entra (read, not verified: it is ours)."""
+    import base64
+    import json
+
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    tid = claims.get("tid") if isinstance(claims, dict) else None
+    return tid.lower() if isinstance(tid, str) else None

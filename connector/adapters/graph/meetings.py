@@ -445,7 +445,7 @@ def graph_meetings_from_settings(settings: "Settings", *,
     ``CONNECTOR_GRAPH_AUTHORITY_HOST``; without a secret, the Function App's managed identity
     (a user-assigned one when ``CONNECTOR_GRAPH_CLIENT_ID`` names it). ``outbound_ca_file``
     is trusted besides the public CAs, for the issuer and Graph alike."""
-    from .credentials import ClientSecretCredential, ManagedIdentityCredential
+    from .credentials import ClientSecretCredential, HomeTenantOnly, ManagedIdentityCredential
 
     secret = settings.graph_client_secret.get_secret_value() if settings.graph_client_secret else ""
     if secret:
@@ -461,7 +461,7 @@ def graph_meetings_from_settings(settings: "Settings", *,
         def credential_for(tenant_id: str, http) -> Any:
             if not managed:
                 managed.append(ManagedIdentityCredential(settings.graph_client_id or None))
-            return managed[0]
+            return HomeTenantOnly(managed[0], tenant_id)
 
     return GraphMeetings(base_url=settings.graph_base_url, credential_for=credential_for,
                          ca_file=settings.outbound_ca_file, notification_certificate=notification_certificate)

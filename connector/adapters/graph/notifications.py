@@ -66,6 +66,9 @@ from connector.domain.meeting import CallEvent, CallEventKind, ParticipantRole, 
 from connector.errors import InvalidInput, Problem
 
 MAX_BODY_BYTES = 1_000_000
+# Graph batches a handful of notifications per POST; an anonymous caller must not make us
+# decrypt thousands (each costs an RSA decryption) before any clientState is checked.
+MAX_NOTIFICATIONS = 100
 MAX_VALIDATION_TOKEN_CHARS = 1024
 _KINDS = {
     "callStarted": CallEventKind.call_started,
@@ -239,6 +242,8 @@ def parse_call_events(
     items = document.get("value")
     if not isinstance(items, list):
         raise _invalid("value", "must be a JSON array")
+    if len(items) > MAX_NOTIFICATIONS:
+        raise _invalid("value", f"has more than {MAX_NOTIFICATIONS} notifications")
     organizers = frozenset(oid.lower() for oid in organizer_ids)
     events = []
     for i, raw in enumerate(items):

@@ -36,7 +36,7 @@ CA bundle costs tens of milliseconds). Transports come from ``transport_factory`
 Bounded everything: connect and read timeouts per hop, a total deadline across hops (also
 checked between body chunks, against slow-drip servers), a body size limit counted after
 content decoding (against compression bombs), only GET, no cookies, no proxies from the
-environment, no credentials in URLs. A POST is never redirected (a 307 would replay a code
+environment, no credentials in URLs. GET, POST and PATCH only. A POST is never redirected (a 307 would replay a code
 or a client secret to another host): its redirect comes back as a response.
 """
 
@@ -70,7 +70,7 @@ from connector.adapters.net.resolver import Resolver, SystemResolver
 from connector.errors import ConnectorError, InvalidUpstreamData, UpstreamError
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-MAX_POOLED_DESTINATIONS = 32
+MAX_POOLED_DESTINATIONS = 128
 USER_AGENT = "virtual-visits-connector"
 # What a host name may look like when we repeat it in a message (httpx hands us IDNA/ASCII).
 _PRINTABLE_HOST = re.compile(r"[A-Za-z0-9.:\-]{1,253}")
@@ -148,7 +148,8 @@ class SafeHttpClient:
                                       cookies=_no_cookies())
                 self._clients[key] = client
                 if len(self._clients) > MAX_POOLED_DESTINATIONS:
-                    self._clients.popitem(last=False)[1].close()
+                    # Not closed here: another thread may be using it; it closes when collected.
+                    self._clients.popitem(last=False)
             self._clients.move_to_end(key)
             return client
 

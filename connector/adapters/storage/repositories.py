@@ -235,7 +235,20 @@ class TableLaunchStateRepository:
         self._table.insert(state)
 
     def take_state(self, state: str) -> LaunchState | None:
-        return self._table.take(*_launch_state_keys(state))
+        """The state, once: the claim is a write conditional on the ETag that was read, marking it
+        taken, so of callbacks racing exactly one wins even if another reads it before it is
+        deleted. (A conditional delete alone would not do: the SDK reports a row already gone as
+        deleted.)"""
+        keys = _launch_state_keys(state)
+        stored = self._table.get(*keys)
+        if stored is None or stored.item.taken:
+            return None
+        try:
+            self._table.replace(stored.item.model_copy(update={"taken": True}), stored.etag)
+        except ConcurrencyConflict:
+            return None  # another callback claimed it first
+        self._table.delete(*keys)
+        return stored.item
 
 
 def _launch_state_keys(state: str) -> tuple[str, str]:

@@ -120,21 +120,6 @@ class ModelTable(Generic[M]):
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be written") from exc
 
-    def take(self, partition_key: str, row_key: str) -> M | None:
-        """Read and delete a row as one claim: of two callers racing, one gets the item and the
-        other None (the delete is conditional on the ETag that was read)."""
-        stored = self.get(partition_key, row_key)
-        if stored is None:
-            return None
-        try:
-            self._client.delete_entity(check_key(partition_key), check_key(row_key), etag=stored.etag,
-                                       match_condition=MatchConditions.IfNotModified)
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return None
-        except AzureError as exc:
-            raise StorageUnavailable(f"table {self.name} could not be written") from exc
-        return stored.item
-
     def partition(self, partition_key: str) -> Iterator[Versioned[M]]:
         try:
             entities = self._client.query_entities(

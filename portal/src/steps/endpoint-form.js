@@ -84,7 +84,7 @@ export function endpointForm(ctx, { endpoint = null, onSaved, onCancel }) {
   });
   fields.client_secret_name = field({
     name: "client_secret_name", label: "Client secret setting",
-    hint: "For a client secret: NAME of the app setting CONNECTOR_CLIENT_SECRET_NAME that holds it (a Key Vault reference).",
+    hint: "For a client secret: the NAME in the app setting CONNECTOR_CLIENT_SECRET_<your tenant id without dashes>_NAME that holds it (a Key Vault reference).",
     control: text("client_secret_name", endpoint?.client_secret_name, { spellcheck: "false" }),
   });
   const writeBack = h("input", { type: "checkbox", name: "write_back_links", checked: endpoint?.write_back_links ? true : null });
