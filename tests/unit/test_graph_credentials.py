@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from concurrent.futures import ThreadPoolExecutor
 import json
 from types import SimpleNamespace
 
@@ -34,12 +35,18 @@ class FakeManagedIdentity:
         pass
 
 
+def run(coroutine):
+    """On a thread of its own: Playwright's sync API may hold a running loop on this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def test_the_home_tenant_gets_its_token():
     inner = FakeManagedIdentity(HOME)
-    token = asyncio.run(HomeTenantOnly(inner, HOME.upper()).get_token("https://graph.microsoft.com/.default"))
+    token = run(HomeTenantOnly(inner, HOME.upper()).get_token("https://graph.microsoft.com/.default"))
     assert token.token == token_for(HOME) and inner.calls == 1
 
 
 def test_another_tenant_is_refused_instead_of_using_the_home_tenant():
     with pytest.raises(ConfigurationError, match="multi-tenant app registration"):
-        asyncio.run(HomeTenantOnly(FakeManagedIdentity(HOME), OTHER).get_token("https://graph.microsoft.com/.default"))
+        run(HomeTenantOnly(FakeManagedIdentity(HOME), OTHER).get_token("https://graph.microsoft.com/.default"))
