@@ -101,17 +101,21 @@ class Azurite:
             location = self.location or Path(self._tmp)
             location.mkdir(parents=True, exist_ok=True)
             args += ["--location", str(location)]
+        # Its own words, kept only to explain a failed start (e.g. a port taken meanwhile).
+        self._output = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            args, stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_parent_death_signal(),
         )
         deadline = time.monotonic() + timeout
         try:
             for port in (self.endpoints.queue_port, self.endpoints.table_port):
                 _wait_for_port(self._proc, port, deadline)
-        except RuntimeError:
+        except RuntimeError as exc:
+            self._output.seek(0)
+            said = self._output.read()[-600:].decode("utf-8", "replace").strip()
             self.stop()
-            raise
+            raise RuntimeError(f"{exc}: {said}" if said else str(exc)) from None
         return self
 
     def stop(self) -> None:
@@ -125,6 +129,9 @@ class Azurite:
                 except ProcessLookupError:
                     pass
         self._proc = None
+        if getattr(self, "_output", None) is not None:
+            self._output.close()
+            self._output = None
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

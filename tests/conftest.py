@@ -56,9 +56,22 @@ def browser():
 
 @pytest.fixture(scope="session")
 def azurite() -> AzuriteEndpoints:
-    endpoints = AzuriteEndpoints(free_port(), free_port(), free_port())
-    with Azurite(endpoints):
-        yield endpoints
+    # A port found free can be taken before Azurite binds it (another process's outgoing
+    # connection): try again on other ports rather than fail the whole run.
+    for attempt in range(3):
+        endpoints = AzuriteEndpoints(free_port(), free_port(), free_port())
+        emulator = Azurite(endpoints)
+        try:
+            emulator.start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield endpoints
+        finally:
+            emulator.stop()
+        return
 
 
 @pytest.fixture
