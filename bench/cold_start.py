@@ -1,6 +1,6 @@
 """Cold start: how much does importing our app cost on top of azure.functions itself?
 
-Serverless cold start is a product feature (DESIGN.md section 2: heavy SDKs are imported
+Serverless cold start is a product feature (docs/architecture.md, section 2: heavy SDKs are imported
 where used). This measures, in fresh interpreters and in the same run, the import of the
 bare ``azure.functions`` package (the baseline every Python function app pays) and of
 ``function_app`` (ours), and prints the ratio. Run: ``.venv/bin/python bench/cold_start.py``.

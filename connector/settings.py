@@ -19,7 +19,7 @@ from connector.domain.endpoint import is_loopback_url
 
 
 class PortalStamp(BaseModel):
-    """One stamp the portal offers the admin (DESIGN.md section 3)."""
+    """One stamp the portal offers the admin (docs/architecture.md, section 3)."""
 
     region: str = Field(pattern=r"^[a-z]{2,12}$")
     label: str = Field(min_length=1, max_length=60)
@@ -29,7 +29,7 @@ class PortalStamp(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONNECTOR_", extra="ignore", frozen=True)
 
-    # The geography this stamp serves (DESIGN.md section 3); every record here lives here.
+    # The geography this stamp serves (docs/architecture.md, section 3); every record here lives here.
     stamp_region: str = Field(pattern=r"^[a-z]{2,12}$")
     version: str = __version__
     # Local mode relaxes what only makes sense on loopback (http FHIR URLs, emulator keys).

@@ -1,5 +1,5 @@
 // Every stamp of the connector, from one parameter file: one resource group per geography and
-// stamp.bicep deployed into each (DESIGN.md section 3). Subscription scope, so `azd up` and
+// stamp.bicep deployed into each (docs/architecture.md, section 3). Subscription scope, so `azd up` and
 // `az deployment sub create` both create the resource groups themselves.
 
 targetScope = 'subscription'

@@ -1,4 +1,4 @@
-// One stamp: everything one geography runs on (DESIGN.md section 3). Deployed once per entry
+// One stamp: everything one geography runs on (docs/architecture.md, section 3). Deployed once per entry
 // of main.bicep's `stamps`, each into its own resource group in its own Azure region.
 //
 //   Function App (Linux, Python 3.11, Flex Consumption)

@@ -1,4 +1,4 @@
-"""Typed repositories with domain verbs over the stamp's tables (DESIGN.md section 5)."""
+"""Typed repositories with domain verbs over the stamp's tables (docs/architecture.md, section 5)."""
 
 from __future__ import annotations
 
