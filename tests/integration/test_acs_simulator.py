@@ -410,3 +410,99 @@ def test_an_injected_429_is_retried_by_the_sdk(sms: SmsClient, numbers: PhoneNum
                                            "path_prefix": "/phoneNumbers/operations/"})
     assert search(numbers).result().phone_numbers  # a throttled poll is retried inside the poller
     assert control.get("/_sandbox/faults").json() == {"armed": []}
+
+
+# --- the per-number rate limit ------------------------------------------------------
+
+
+OTHER_SENDER = "+18335550142"
+
+
+@pytest.fixture
+def throttled() -> Iterator[tuple[LoopbackServer, Starlette]]:
+    """A resource allowing 3 message units per number per 2 seconds (ACS: 200 a minute)."""
+    port = free_port()
+    app = create_app(public_url=f"http://127.0.0.1:{port}", access_key=KEY, purchased_numbers=[SENDER, OTHER_SENDER],
+                     rate_limit_per_minute=3, rate_limit_window=timedelta(seconds=2))
+    with LoopbackServer(app, port, name="acs-throttled") as server:
+        yield server, app
+
+
+def raw_send(http: httpx.Client, base: str, from_: str, to: list[str]) -> httpx.Response:
+    url = httpx.URL(f"{base}/sms?api-version=2021-03-07")
+    body = json.dumps({"from": from_, "smsRecipients": [{"to": n} for n in to], "message": "Hi"}).encode()
+    return http.post(url, content=body, headers=signed_headers("POST", url, body, KEY))
+
+
+def test_the_default_rate_limit_is_acs_toll_free_limit(acs) -> None:
+    limiter = acs[1].state.sms.rate_limiter
+    assert (limiter.limit, limiter.window_seconds) == (200, 60.0)
+
+
+def test_the_rate_limit_counts_message_units_per_number(throttled) -> None:
+    base, app = throttled[0].url, throttled[1]
+    with httpx.Client() as http:
+        two = raw_send(http, base, SENDER, [PATIENT_A, PATIENT_B])
+        third = raw_send(http, base, SENDER, [PATIENT_A])
+        over = raw_send(http, base, SENDER, [PATIENT_A])
+        other_number = raw_send(http, base, OTHER_SENDER, [PATIENT_A])
+        usage = httpx.get(f"{base}/_sandbox/sms/rate-limit").json()
+        time.sleep(int(over.headers["Retry-After"]))
+        later = raw_send(http, base, SENDER, [PATIENT_A, PATIENT_B])
+
+    assert [r.status_code for r in (two, third, over, other_number, later)] == [202, 202, 429, 202, 202]
+    assert over.headers["Retry-After"] == "2"
+    assert over.json()["error"]["code"] == "TooManyRequests"
+    assert "3 message units per 2 seconds" in over.json()["error"]["message"]
+    assert usage == {"limit": 3, "windowSeconds": 2.0, "used": {SENDER: 3, OTHER_SENDER: 1}}
+    assert [m.from_ for m in app.state.sms.outbox()] == [SENDER] * 3 + [OTHER_SENDER] + [SENDER] * 2
+
+
+def test_a_request_wider_than_what_is_left_is_refused_whole(throttled) -> None:
+    base, app = throttled[0].url, throttled[1]
+    with httpx.Client() as http:
+        raw_send(http, base, SENDER, [PATIENT_A, PATIENT_B])
+        wide = raw_send(http, base, SENDER, [PATIENT_A, PATIENT_B])
+        impossible = raw_send(http, base, OTHER_SENDER, [PATIENT_A, PATIENT_B, "+14255550111", "+14255550112"])
+
+    assert (wide.status_code, impossible.status_code) == (429, 429)
+    assert impossible.headers["Retry-After"] == "2"  # more than the limit: the whole window, and then still no
+    assert len(app.state.sms.outbox()) == 2
+
+
+def test_the_sdk_waits_out_retry_after_unless_told_not_to_retry(throttled) -> None:
+    url = throttled[0].url
+    patient = SmsClient(url, AzureKeyCredential(KEY))
+    impatient = SmsClient(url, AzureKeyCredential(KEY), retry_total=0)
+    patient.send(from_=SENDER, to=[PATIENT_A, PATIENT_B, PATIENT_A], message="Hi")
+
+    with pytest.raises(HttpResponseError) as throttled_error:
+        impatient.send(from_=SENDER, to=PATIENT_A, message="Hi")
+    started = time.monotonic()
+    [result] = patient.send(from_=SENDER, to=PATIENT_A, message="Hi")
+
+    assert (throttled_error.value.status_code, throttled_error.value.error.code) == (429, "TooManyRequests")
+    assert time.monotonic() - started >= 1.0 and result.successful
+
+
+def test_the_sliding_window() -> None:
+    from dev.sandbox.acs import SlidingWindowLimiter
+
+    now = [0.0]
+    limiter = SlidingWindowLimiter(5, 60, clock=lambda: now[0])
+
+    assert limiter.take(SENDER, 3) is None
+    now[0] = 30
+    assert limiter.take(SENDER, 2) is None
+    now[0] = 40
+    assert limiter.take(SENDER, 1).retry_after == 20  # the first 3 units leave at 60
+    assert limiter.take(OTHER_SENDER, 5) is None  # per number
+    now[0] = 59.5
+    assert limiter.take(SENDER, 1).retry_after == 1
+    now[0] = 60
+    assert limiter.take(SENDER, 3) is None and limiter.used(SENDER) == 5
+    now[0] = 61
+    assert limiter.take(SENDER, 6).retry_after == 60
+    now[0] = 89.9
+    assert limiter.take(SENDER, 1).retry_after == 1  # the 2 units of t=30 leave at 90
+    assert limiter.used(SENDER) == 5

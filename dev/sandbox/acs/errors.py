@@ -25,6 +25,7 @@ SEARCH_EXPIRED = "SearchExpired"
 OUT_OF_STOCK = "OutOfStock"  # ACS: PhoneNumberSearchResultError
 UNKNOWN_SEARCH_ERROR = "UnknownSearchError"  # ACS: PhoneNumberSearchResultError
 PURCHASE_FAILED = "PurchaseFailed"  # ACS: PhoneNumberSearchResultError
+TOO_MANY_REQUESTS = "TooManyRequests"  # 429 from the per-number SMS rate limit (see .rate_limit)
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -34,11 +35,12 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 class AcsError(Exception):
     """A request ACS would refuse: raised anywhere, answered by the route as JSON."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.code, self.message), self.status)
+        return JSONResponse(error_body(self.code, self.message), self.status, headers=self.headers)

@@ -127,6 +127,12 @@ class PhoneNumberInventory:
             number = self._purchased.get(phone_number)
             return number is not None and number.can_send_sms
 
+    def can_receive_sms(self, phone_number: str) -> bool:
+        with self._lock:
+            self._settle(utc_now())
+            number = self._purchased.get(phone_number)
+            return number is not None and number.capabilities.get("sms") in ("inbound", "inbound+outbound")
+
     # --- sandbox controls -----------------------------------------------------------
 
     def seed(self, phone_numbers: Iterable[str], sms: str = "inbound+outbound") -> None:

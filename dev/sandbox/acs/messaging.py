@@ -4,8 +4,17 @@ Per recipient, as ACS (API 2021-03-07) answers inside a 202 ``{"value": [...]}``
 
 - not E.164 (NANP-checked for +1) -> ``httpStatusCode`` 400, "Invalid To phone number format.";
 - matching a :class:`RecipientFailure` rule (default: numbers ending in 0000) -> that failure;
+- opted out of ``from`` (texted STOP to it, see :mod:`.inbound`) -> accepted as ACS does (202,
+  a message id) but never delivered: not in the outbox, and a ``Failed`` delivery report
+  ("Sender blocked for given recipient.") when ``enableDeliveryReport`` is set;
 - otherwise sent: ``Outgoing_<yyyyMMddHHmmss><guid>`` message id, 202, into the outbox, and a
   delivery report when ``enableDeliveryReport`` is set.
+
+Delivery reports are kept in memory (``/_sandbox/delivery-reports``) and, when an
+:class:`~.event_grid.EventGrid` is attached, published to its webhook subscriptions
+``report_delay`` seconds after the send ("delivered shortly after"). Inbound messages
+(:meth:`SmsGateway.receive`, ``POST /_sandbox/inbound``) apply the carriers' STOP / START and
+are published as ``SMSReceived`` events.
 
 Repeatable requests follow ACS's "repeatable requests" rules (OASIS Repeatable Requests 1.0),
 per recipient: ``repeatabilityRequestId`` (a GUID) plus ``repeatabilityFirstSent`` (RFC 1123)
@@ -18,7 +27,9 @@ Rooms; the sandbox applies it to SMS too, so a sender that reuses an id must reu
 first-sent time and expect 412 after five minutes.)
 
 Request-level refusals: a malformed body, or a recipient that is not a number at all, is 400;
-``from`` not owned by the resource (or not SMS-capable) is 401, as the SDK's live tests expect.
+``from`` not owned by the resource (or not SMS-capable) is 401, as the SDK's live tests expect;
+over the per-number rate limit (:mod:`.rate_limit`: 200 message units a minute, ACS's toll-free
+limit) is 429 with ``Retry-After``, and nothing of the request is sent or remembered.
 """
 
 from __future__ import annotations
@@ -32,8 +43,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .delivery_reports import delivery_report_event
-from .errors import BAD_REQUEST, UNAUTHORIZED, AcsError
+from .errors import BAD_REQUEST, NOT_FOUND, TOO_MANY_REQUESTS, UNAUTHORIZED, AcsError
+from .event_grid import EventGrid
+from .inbound import InboundMessage, OptOutList, carrier_keyword, sms_received_event
 from .inventory import PhoneNumberInventory
+from .rate_limit import SlidingWindowLimiter
 from .wire import iso, utc_now
 
 MAX_RECIPIENTS = 100
@@ -136,14 +150,23 @@ class SmsGateway:
         self, inventory: PhoneNumberInventory, *, resource_name: str = "acs-sandbox",
         repeatability_window: timedelta = timedelta(minutes=5),
         recipient_failures: tuple[RecipientFailure, ...] = (RecipientFailure("0000"),),
+        rate_limiter: SlidingWindowLimiter | None = None,
+        events: EventGrid | None = None,
+        report_delay: float = 0.5,
     ) -> None:
         self.inventory = inventory
         self.resource_name = resource_name
         self.repeatability_window = repeatability_window
+        self.rate_limiter = rate_limiter
+        self.events = events
+        self.report_delay = report_delay
+        self.opt_outs = OptOutList()
         self._lock = threading.Lock()
         self._failures = list(recipient_failures)
         self._outbox: list[SentMessage] = []
+        self._blocked: list[SentMessage] = []
         self._reports: list[dict[str, Any]] = []
+        self._inbound: list[InboundMessage] = []
         self._remembered: dict[str, _Remembered] = {}
 
     def send(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,10 +174,42 @@ class SmsGateway:
         if not self.inventory.can_send_sms(request.from_):
             raise AcsError(401, UNAUTHORIZED,
                            f"The phone number {request.from_} is not owned by this resource or cannot send SMS.")
+        if self.rate_limiter is not None:
+            throttled = self.rate_limiter.take(request.from_, len(request.recipients))
+            if throttled is not None:
+                raise AcsError(
+                    429, TOO_MANY_REQUESTS,
+                    f"Too many requests: the number {request.from_} may send {throttled.limit} message units per "
+                    f"{throttled.window_seconds:g} seconds. Retry after {throttled.retry_after} seconds.",
+                    headers={"Retry-After": str(throttled.retry_after)})
         now = utc_now()
         with self._lock:
             self._forget_before(now - self.repeatability_window)
-            return [self._one(request, recipient, now) for recipient in request.recipients]
+            reported = len(self._reports)
+            answers = [self._one(request, recipient, now) for recipient in request.recipients]
+            fresh = self._reports[reported:]
+        if fresh and self.events is not None:
+            self.events.publish(fresh, delay=self.report_delay)
+        return answers
+
+    def receive(self, from_: Any, to: Any, message: Any) -> InboundMessage:
+        """A patient's phone texts ``message`` to our number ``to``: the carrier applies STOP /
+        START, and the message is published as an ``SMSReceived`` event."""
+        if not isinstance(from_, str) or not is_e164(from_):
+            raise AcsError(400, BAD_REQUEST, "from must be a phone number in E.164 (+1...).")
+        if not isinstance(to, str) or not self.inventory.can_receive_sms(to):
+            raise AcsError(404, NOT_FOUND, "to must be a number this resource owns that can receive SMS.")
+        if not isinstance(message, str) or not message or len(message) > MAX_MESSAGE_LENGTH:
+            raise AcsError(400, BAD_REQUEST, f"message is required, at most {MAX_MESSAGE_LENGTH} characters.")
+        now = utc_now()
+        inbound = InboundMessage(f"Incoming_{now:%Y%m%d%H%M%S}{uuid.uuid4()}", from_, to, message, now,
+                                 carrier_keyword(message))
+        self.opt_outs.apply(to, from_, inbound.keyword, now)
+        with self._lock:
+            self._inbound.append(inbound)
+        if self.events is not None:
+            self.events.publish([sms_received_event(resource_name=self.resource_name, inbound=inbound)])
+        return inbound
 
     # --- outbox, delivery reports, failure rules (in-process and via /_sandbox) -----
 
@@ -165,6 +220,20 @@ class SmsGateway:
     def clear_outbox(self) -> None:
         with self._lock:
             self._outbox.clear()
+            self._blocked.clear()
+
+    def blocked(self) -> list[SentMessage]:
+        """Messages accepted but never delivered because the recipient opted out."""
+        with self._lock:
+            return list(self._blocked)
+
+    def inbound(self) -> list[InboundMessage]:
+        with self._lock:
+            return list(self._inbound)
+
+    def clear_inbound(self) -> None:
+        with self._lock:
+            self._inbound.clear()
 
     def delivery_reports(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -220,11 +289,13 @@ class SmsGateway:
         if rule is not None:
             return _answer(to, rule.http_status_code, error=rule.error_message, repeatability=repeatability)
         message_id = f"Outgoing_{now:%Y%m%d%H%M%S}{uuid.uuid4()}"
-        self._outbox.append(SentMessage(request.from_, to, request.message, message_id, now, request.tag))
+        sent = SentMessage(request.from_, to, request.message, message_id, now, request.tag)
+        blocked = self.opt_outs.blocks(request.from_, to)
+        (self._blocked if blocked else self._outbox).append(sent)
         if request.enable_delivery_report:
             self._reports.append(delivery_report_event(
                 resource_name=self.resource_name, message_id=message_id, from_=request.from_, to=to,
-                message=request.message, sent_at=now, tag=request.tag))
+                message=request.message, sent_at=now, tag=request.tag, blocked=blocked))
         return _answer(to, 202, message_id=message_id, repeatability=repeatability)
 
     def _forget_before(self, horizon: datetime) -> None:
