@@ -743,3 +743,330 @@ def test_id_token_fault_knob_breaks_only_the_id_token_until_reset(http, cerner):
 
     sim.id_token_fault = None
     assert verify(launch_token(http, cerner)["id_token"])["aud"] == PROVIDER_APP
+
+
+# -- backend services: JWK Set URLs as Cerner reads them (Cache-Control, rotation) -------------------
+
+JWKS_URL_APP = "jwks-url-app"
+
+
+class ClientKeys:
+    """A client's JWK Set URL on loopback: serves ``keys`` with ``cache_control``; counts fetches."""
+
+    def __init__(self, keys: list[dict], cache_control: str = "public, max-age=300"):
+        self.keys = keys
+        self.cache_control = cache_control
+        self.fetches = 0
+        self.server = LoopbackServer(Starlette(routes=[Route("/jwks.json", self._serve)]), name="client-jwks")
+
+    async def _serve(self, request):
+        self.fetches += 1
+        headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
+        return JSONResponse({"keys": self.keys}, headers=headers)
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/jwks.json"
+
+
+@pytest.fixture
+def client_keys(cerner, rsa_key):
+    keys = ClientKeys([rsa_key.jwk])
+    with keys.server:
+        cerner.sim.register_client(RegisteredClient(JWKS_URL_APP, jwks_uri=keys.url))
+        yield keys
+
+
+def url_assertion(key: SigningKey, cerner: Cerner, **claims) -> str:
+    return client_assertion(key, cerner, iss=JWKS_URL_APP, sub=JWKS_URL_APP, **claims)
+
+
+def test_a_jwks_url_is_cached_as_its_cache_control_says(http, cerner, client_keys, rsa_key):
+    client_keys.cache_control = "public, max-age=60"
+    for _ in range(3):
+        assert backend_token(http, cerner, url_assertion(rsa_key, cerner)).status_code == 200
+    assert client_keys.fetches == 1
+    fetched = cerner.sim.audit("jwks_fetch")
+    assert [(e["client_id"], e["max_age"], e["keys"]) for e in fetched] == [(JWKS_URL_APP, 60, 1)]
+    later = time.time() + 61
+    cerner.sim.grants.now = lambda: later
+    assert backend_token(http, cerner, url_assertion(rsa_key, cerner, exp=int(later) + 60)).status_code == 200
+    assert client_keys.fetches == 2
+
+
+@pytest.mark.parametrize("cache_control", ["no-store", "no-cache", "private, max-age=600", ""])
+def test_a_jwks_url_that_may_not_be_cached_is_fetched_for_every_assertion(http, cerner, client_keys, rsa_key,
+                                                                          cache_control):
+    client_keys.cache_control = cache_control
+    for _ in range(2):
+        assert backend_token(http, cerner, url_assertion(rsa_key, cerner)).status_code == 200
+    assert client_keys.fetches == 2
+
+
+def test_a_new_kid_makes_the_simulator_fetch_the_jwks_again(http, cerner, client_keys, rsa_key, ec_key):
+    assert backend_token(http, cerner, url_assertion(rsa_key, cerner)).status_code == 200
+    client_keys.keys = [ec_key.jwk, rsa_key.jwk]  # the client rotated to its EC key
+    assert backend_token(http, cerner, url_assertion(ec_key, cerner)).status_code == 200
+    assert client_keys.fetches == 2
+    assert backend_token(http, cerner, url_assertion(rsa_key, cerner)).status_code == 200  # still published
+    assert client_keys.fetches == 2
+    # A kid that is nowhere: one fetch more, then invalid_client.
+    stranger = _signing_key(rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS384", "rsa-9")
+    body = assert_oauth_error(backend_token(http, cerner, url_assertion(stranger, cerner)), 401, "invalid_client")
+    assert "no key with kid 'rsa-9'" in body["error_description"]
+    assert client_keys.fetches == 3
+
+
+def test_a_jwks_url_that_fails_is_invalid_client_without_its_details(http, cerner, rsa_key):
+    cerner.sim.register_client(RegisteredClient(JWKS_URL_APP, jwks_uri=f"http://127.0.0.1:{free_port()}/jwks.json"))
+    body = assert_oauth_error(backend_token(http, cerner, url_assertion(rsa_key, cerner)), 401, "invalid_client")
+    assert body["error_description"] == "could not fetch the client's JWK Set: ConnectError"
+    cerner.sim.register_client(RegisteredClient(JWKS_URL_APP, jwks_uri="http://jwks.example.com/jwks.json"))
+    body = assert_oauth_error(backend_token(http, cerner, url_assertion(rsa_key, cerner)), 401, "invalid_client")
+    assert "must be https" in body["error_description"]
+
+
+def _es384_over_p256(cerner: Cerner, kid: str) -> str:
+    """An "ES384" JWT signed with a P-256 key (PyJWT refuses to make one): SHA-384, raw r || s."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    now = int(time.time())
+    header = b64(json.dumps({"alg": "ES384", "typ": "JWT", "kid": kid}).encode())
+    claims = {"iss": BACKEND_APP, "sub": BACKEND_APP, "aud": cerner.sim.urls.token, "exp": now + 60, "jti": "p256"}
+    signing_input = header + b"." + b64(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA384())))
+    jwk = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "use": "sig"}
+    cerner.sim.register_client(RegisteredClient(BACKEND_APP, jwks={"keys": [jwk]}))
+    return (signing_input + b"." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode()
+
+
+def test_keys_are_picked_as_smart_says(http, cerner, rsa_key, ec_key):
+    # kid is required, and must pick exactly one key of the algorithm's kty.
+    no_kid = jwt.encode({"iss": BACKEND_APP, "sub": BACKEND_APP, "aud": cerner.sim.urls.token,
+                         "exp": int(time.time()) + 60, "jti": "k"}, rsa_key.private, algorithm="RS384")
+    body = assert_oauth_error(backend_token(http, cerner, no_kid), 401, "invalid_client")
+    assert "kid" in body["error_description"]
+    rsa_as_ec_kid = _signing_key(rsa_key.private, "RS384", "ec-1")  # the EC key's kid on an RSA signature
+    body = assert_oauth_error(backend_token(http, cerner, client_assertion(rsa_as_ec_kid, cerner)), 401,
+                              "invalid_client")
+    assert "no key with kid 'ec-1' for RS384" in body["error_description"]
+    twice = {"keys": [rsa_key.jwk, {**rsa_key.jwk}]}
+    cerner.sim.register_client(RegisteredClient(BACKEND_APP, jwks=twice))
+    body = assert_oauth_error(backend_token(http, cerner, client_assertion(rsa_key, cerner)), 401, "invalid_client")
+    assert "more than one key" in body["error_description"]
+    # A key published for another algorithm does not verify this one.
+    cerner.sim.register_client(RegisteredClient(BACKEND_APP, jwks={"keys": [{**rsa_key.jwk, "alg": "RS256"}]}))
+    body = assert_oauth_error(backend_token(http, cerner, client_assertion(rsa_key, cerner)), 401, "invalid_client")
+    assert "not for RS384" in body["error_description"]
+    # ES384 means P-384 (RFC 7518): a P-256 key is refused even with a valid signature.
+    body = assert_oauth_error(backend_token(http, cerner, _es384_over_p256(cerner, "p256")), 401, "invalid_client")
+    assert "P-384" in body["error_description"]
+
+
+def test_rsa_keys_under_2048_bits_are_refused(http, cerner):
+    weak = _signing_key(rsa.generate_private_key(public_exponent=65537, key_size=1024), "RS384", "weak")
+    cerner.sim.register_client(RegisteredClient(BACKEND_APP, jwks={"keys": [weak.jwk]}))
+    with pytest.warns(Warning, match="1024 bits"):  # PyJWT warns, and signs
+        assertion = client_assertion(weak, cerner)
+    body = assert_oauth_error(backend_token(http, cerner, assertion), 401, "invalid_client")
+    assert "2048" in body["error_description"]
+
+
+def test_a_jku_must_be_the_registered_jwks_url(http, cerner, client_keys, rsa_key):
+    elsewhere = client_assertion(rsa_key, cerner, iss=JWKS_URL_APP, sub=JWKS_URL_APP,
+                                 headers={"jku": "https://attacker.example/jwks.json"})
+    body = assert_oauth_error(backend_token(http, cerner, elsewhere), 401, "invalid_client")
+    assert "jku" in body["error_description"]
+    assert client_keys.fetches == 0  # refused before anything is fetched
+    same = client_assertion(rsa_key, cerner, iss=JWKS_URL_APP, sub=JWKS_URL_APP, headers={"jku": client_keys.url})
+    assert backend_token(http, cerner, same).status_code == 200
+
+
+# -- appointments that change: reschedule, cancel ----------------------------------------------------
+
+def control(http: httpx.Client, cerner: Cerner, path: str, body=None) -> httpx.Response:
+    return http.post(f"{cerner.url}/_sandbox/appointments/{path}", json=body)
+
+
+def test_reschedule_moves_the_appointment_and_bumps_its_version(http, cerner, rsa_key):
+    sim = cerner.sim
+    token = system_token(http, cerner, rsa_key)
+    office, video = "4826006", "4826009"  # booked today 14:30 (in person) and 20:00 (video, links written)
+    moved = control(http, cerner, f"{office}/reschedule", {"start": "2026-01-16T11:00:00-06:00", "minutes": 45,
+                                                            "reason": "Clinician unavailable"})
+    assert moved.status_code == 200, moved.text
+    assert moved.headers["etag"] == 'W/"2"'
+    resource = moved.json()
+    assert (resource["start"], resource["end"]) == ("2026-01-16T11:00:00-06:00", "2026-01-16T11:45:00-06:00")
+    assert resource["minutesDuration"] == 45
+    assert resource["requestedPeriod"] == [{"start": resource["start"], "end": resource["end"]}]
+    assert resource["meta"]["versionId"] == "2" and resource["meta"]["lastUpdated"].endswith("Z")
+    assert resource["meta"]["lastUpdated"] != sim.seed.appointment(office)["meta"]["lastUpdated"]
+    assert "2026-01-16T11:00:00-06:00" in resource["text"]["div"]
+    assert {"valueCodeableConcept": {"text": "Clinician unavailable"},
+            "url": "https://fhir-ehr.cerner.com/r4/StructureDefinition/reschedule-reason"} in resource["extension"]
+    read = http.get(f"{cerner.iss}/Appointment/{office}", headers=bearer(token))
+    assert read.headers["etag"] == 'W/"2"' and read.json() == resource
+    assert sim.store.get("Encounter", "97960006")["period"]["start"] == "2026-01-16T17:00:00.000Z"
+    assert sim.store.get("Encounter", "97960006")["meta"]["versionId"] == "2"
+    # The scan of the old day no longer finds it; the new day does.
+    assert office not in ids(search(http, cerner, token, [("location", CARDIOLOGY), *DAY]).json())
+    tomorrow = [("date", "ge2026-01-16T00:00:00-06:00"), ("date", "lt2026-01-17T00:00:00-06:00")]
+    assert office in ids(search(http, cerner, token, [("location", CARDIOLOGY), *tomorrow]).json())
+    # A video visit keeps Cerner's UTC instants and its two-part version; minutes default to its own.
+    moved = control(http, cerner, f"{video}/reschedule", {"start": "2026-01-15T21:30:00"}).json()
+    assert (moved["start"], moved["end"]) == ("2026-01-16T03:30:00.000Z", "2026-01-16T03:45:00.000Z")
+    assert moved["meta"]["versionId"] == "2-1"
+    assert sim.audit("reschedule")[-1] == {**sim.audit("reschedule")[-1], "appointment": video, "version": "2-1"}
+
+
+@pytest.mark.parametrize("path, body, status, words", [
+    ("4826004/reschedule", {"start": "2026-01-16T11:00:00-06:00"}, 409, "cancelled appointment cannot"),
+    ("4826001/reschedule", {"start": "2026-01-16T11:00:00-06:00"}, 409, "fulfilled appointment cannot"),
+    ("999/reschedule", {"start": "2026-01-16T11:00:00-06:00"}, 404, "not found"),
+    ("4826003/reschedule", {}, 400, "'start' is required"),
+    ("4826003/reschedule", {"start": "tomorrow"}, 400, "ISO 8601"),
+    ("4826003/reschedule", {"start": "2026-01-16T11:00:00Z", "minutes": 0}, 400, "minutes"),
+    ("4826003/reschedule", {"start": "2026-01-16T11:00:00Z", "when": 1}, 400, "unknown fields"),
+    ("4826004/cancel", None, 409, "cancelled appointment cannot"),
+    ("4826001/cancel", None, 409, "fulfilled appointment cannot"),
+    ("999/cancel", None, 404, "not found"),
+    ("4826003/cancel", {"reason": ""}, 400, "reason"),
+])
+def test_changes_that_cannot_be_made_are_refused(http, cerner, path, body, status, words):
+    before = cerner.sim.store.get("Appointment", path.split("/")[0])
+    response = control(http, cerner, path, body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert cerner.sim.store.get("Appointment", path.split("/")[0]) == before  # nothing changed
+
+
+def test_cancel_marks_it_cancelled_like_cerner(http, cerner, rsa_key):
+    token = system_token(http, cerner, rsa_key)
+    cancelled = http.post(f"{cerner.url}/_sandbox/appointments/4826003/cancel")  # no body at all
+    assert cancelled.status_code == 200 and cancelled.headers["etag"] == 'W/"2"'
+    resource = cancelled.json()
+    assert resource["status"] == "cancelled"
+    assert resource["cancelationReason"]["text"] == "Patient request"
+    flags = {e["url"].rsplit("/", 1)[1]: e["valueBoolean"] for e in resource["extension"] if "valueBoolean" in e}
+    assert flags == {"is-cancelable": False, "is-reschedulable": False}
+    assert cerner.sim.store.get("Encounter", "97960003")["status"] == "cancelled"
+    booked = ids(search(http, cerner, token, [("location", FAMILY_MEDICINE), *DAY, ("status", "booked")]).json())
+    assert "4826003" not in booked and "4826005" in booked
+    with_reason = control(http, cerner, "4826005/cancel", {"reason": "Feeling better"}).json()
+    assert with_reason["cancelationReason"]["text"] == "Feeling better"
+    from fhir.resources.R4B.appointment import Appointment
+
+    Appointment.model_validate(resource)  # still valid R4
+
+
+# -- a bulk week for scale tests ---------------------------------------------------------------------
+
+def test_a_bulk_week_is_booked_spread_and_fictional(http, cerner, rsa_key):
+    body = {"location": FAMILY_MEDICINE, "count": 500, "start": "2026-01-15T08:00:00-06:00", "spread_hours": 72,
+            "video_ratio": 0.5, "patients": 150}
+    made = http.post(f"{cerner.url}/_sandbox/appointments/bulk", json=body)
+    assert made.status_code == 201, made.text
+    result = made.json()
+    assert result["count"] == len(result["appointment_ids"]) == len(set(result["appointment_ids"])) == 500
+    assert result["video"] == len(result["video_ids"]) == 250
+    assert len(result["patient_ids"]) == 150
+    assert result["first_start"] == "2026-01-15T08:00:00-06:00"
+    last = datetime.fromisoformat(result["last_start"])
+    assert datetime(2026, 1, 18, 7, 0, tzinfo=last.tzinfo) < last < datetime(2026, 1, 18, 8, 0, tzinfo=last.tzinfo)
+    numbers = result["mobile_numbers"]
+    assert len(set(numbers)) == 150
+    assert numbers[:2] == ["7735550100", "7735550101"] and numbers[100] == "8725550100" and numbers[149] == "8725550149"
+    seeded_numbers = {t["value"] for p in cerner.sim.seed.patients for t in p["telecom"] if t["system"] == "phone"}
+    assert not seeded_numbers & set(numbers)
+
+    from fhir.resources.R4B import get_fhir_model_class
+
+    store = cerner.sim.store
+    for rid in result["appointment_ids"][:50]:
+        appointment = store.get("Appointment", rid)
+        get_fhir_model_class("Appointment").model_validate(appointment)
+        assert appointment["status"] == "booked"
+        assert f"Location/{FAMILY_MEDICINE}" in {p["actor"]["reference"] for p in appointment["participant"]}
+    for pid in result["patient_ids"][:10]:
+        get_fhir_model_class("Patient").model_validate(store.get("Patient", pid))
+    spanish = [store.get("Patient", pid)["communication"][0]["language"]["coding"][1]["code"]
+               for pid in result["patient_ids"][:10]]
+    assert spanish == ["en", "en", "es", "en", "en", "en", "en", "es", "en", "en"]
+    durations = [store.get("Appointment", rid)["minutesDuration"] for rid in result["appointment_ids"][:4]]
+    assert durations == [15, 20, 30, 15]
+
+    # More bulk continues the ids and the numbers, and can make a department.
+    more = http.post(f"{cerner.url}/_sandbox/appointments/bulk", json={
+        "location": "32216199", "location_name": "Telehealth Hub", "count": 3, "start": "2026-01-15T09:00:00",
+        "spread_hours": 2,
+        "patients": 1, "video_ratio": 1}).json()
+    assert int(more["appointment_ids"][0]) == int(result["appointment_ids"][-1]) + 1
+    assert int(more["patient_ids"][0]) == int(result["patient_ids"][-1]) + 1
+    assert more["mobile_numbers"] == ["8725550150"] and more["video"] == 3
+    assert more["first_start"] == "2026-01-15T09:00:00-06:00"
+    assert cerner.sim.store.get("Location", "32216199")["name"] == "Telehealth Hub"
+    token = system_token(http, cerner, rsa_key)
+    telehealth = search(http, cerner, token, [("location", "32216199"), *DAY]).json()
+    assert ids(telehealth) == more["appointment_ids"]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"location": "404404", "count": 5, "start": "2026-01-15T08:00:00Z"}, 404, "does not exist"),
+    ({"location": FAMILY_MEDICINE, "count": 0, "start": "2026-01-15T08:00:00Z"}, 400, "'count'"),
+    ({"location": FAMILY_MEDICINE, "count": 5.0, "start": "2026-01-15T08:00:00Z"}, 400, "'count'"),
+    ({"location": FAMILY_MEDICINE, "count": 5, "start": "2026-01-15T08:00:00Z", "video_ratio": 1.5}, 400,
+     "video_ratio"),
+    ({"location": FAMILY_MEDICINE, "count": 5, "start": "2026-01-15T08:00:00Z", "spread_hours": 0}, 400,
+     "spread_hours"),
+    ({"location": FAMILY_MEDICINE, "count": 5, "start": "2026-01-15T08:00:00Z", "patients": 1601}, 400,
+     "1600 bulk patients"),
+    ({"location": FAMILY_MEDICINE, "count": 5}, 400, "'start' is required"),
+    ({"location": FAMILY_MEDICINE, "count": 5, "start": "2026-01-15T08:00:00Z", "colour": "red"}, 400,
+     "unknown fields"),
+])
+def test_bulk_requests_that_cannot_be_made_are_refused(http, cerner, body, status, words):
+    appointments = cerner.sim.store.count("Appointment")
+    response = http.post(f"{cerner.url}/_sandbox/appointments/bulk", json=body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert cerner.sim.store.count("Appointment") == appointments
+
+
+def test_a_bulk_location_search_pages_with_count_and_survives_faults_on_a_next_page(http, cerner, rsa_key):
+    result = cerner.sim.bulk_appointments(CARDIOLOGY, 250, "2026-01-15T00:00:00-06:00", spread_hours=48,
+                                          patients=40)
+    token = system_token(http, cerner, rsa_key)
+    window = [("date", "ge2026-01-15T00:00:00-06:00"), ("date", "lt2026-01-17T00:00:00-06:00")]
+    first = search(http, cerner, token, [("location", CARDIOLOGY), *window, ("_count", "100")])
+    assert first.status_code == 200
+    bundle, seen, pages = first.json(), ids(first.json()), 1
+    assert len(seen) == 100
+    armed = [{"status": 503, "count": 1, "path_prefix": "/r4/"},
+             {"status": 429, "retry_after": 3, "count": 1, "path_prefix": "/r4/"}]
+    while (next_url := next((l["url"] for l in bundle["link"] if l["relation"] == "next"), None)) is not None:
+        assert f"location={CARDIOLOGY}" in next_url and "_count=100" in next_url
+        if armed:
+            assert http.post(f"{cerner.url}/_sandbox/faults", json=armed[0]).status_code == 200
+            failed = http.get(next_url, headers=bearer(token))
+            assert failed.status_code == armed.pop(0)["status"]
+            if failed.status_code == 429:
+                assert failed.headers["retry-after"] == "3"
+        response = http.get(next_url, headers=bearer(token))  # the same next link works after the fault
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        seen += ids(bundle)
+        pages += 1
+    seeded = [a["id"] for a in cerner.sim.seed.appointments if f"Location/{CARDIOLOGY}" in json.dumps(a)]
+    assert len(seen) == len(set(seen)) == 250 + len(seeded)
+    assert set(seen) == set(result.appointment_ids) | set(seeded)
+    assert pages == 3 and armed == []
+    # _count above Cerner's cap is clamped, not refused.
+    big = search(http, cerner, token, [("location", CARDIOLOGY), *window, ("_count", "1000")]).json()
+    assert len(ids(big)) == 100

@@ -20,8 +20,16 @@ PowerChart (sandbox)   ``GET {public_url}/_sandbox/powerchart``: today's schedul
 =====================  ==============================================================
 
 The app's state is ``app.state.cerner`` (:class:`CernerSimulator`): register clients,
-mint launches, read the store and the audit trail. Fault switches (429 / 5xx / latency)
-are mounted at ``/_sandbox/faults`` like in every simulator.
+mint launches, read the store and the audit trail, reschedule / cancel appointments and
+seed a bulk "week" of them (``sim.reschedule``, ``sim.cancel``, ``sim.bulk_appointments``, or
+``/_sandbox/appointments/...``: see control.py and changes.py). Fault switches (429 / 5xx /
+latency) are mounted at ``/_sandbox/faults`` like in every simulator.
+
+Backend services (``client_credentials`` + ``private_key_jwt``) are verified as SMART's
+asymmetric client authentication says (see client_auth.py): RS384 / ES384 only, ``aud`` =
+the token URL, ``exp`` at most five minutes ahead, each ``jti`` once; a client registered
+with a JWK Set URL has it fetched, cached per its ``Cache-Control`` and fetched again when an
+assertion names a ``kid`` the cached copy lacks, so key rotation works as it does at Cerner.
 """
 
 from __future__ import annotations
@@ -66,6 +74,9 @@ def create_app(*, public_url: str, tenant_id: str = DEFAULT_TENANT, clients: lis
         Route("/_sandbox/schedule", control.schedule, methods=["GET"]),
         Route("/_sandbox/clients", control.clients, methods=["GET", "POST"]),
         Route("/_sandbox/audit", control.audit, methods=["GET"]),
+        Route("/_sandbox/appointments/bulk", control.bulk_appointments, methods=["POST"]),
+        Route("/_sandbox/appointments/{id}/reschedule", control.reschedule_appointment, methods=["POST"]),
+        Route("/_sandbox/appointments/{id}/cancel", control.cancel_appointment, methods=["POST"]),
         Route(urls.path(urls.jwks), control.jwks, methods=["GET"]),
         Route(urls.path(urls.openid_configuration), control.openid_configuration, methods=["GET"]),
         Route(urls.path(urls.smart_style), control.smart_style, methods=["GET"]),

@@ -6,7 +6,16 @@
 - ``GET /_sandbox/schedule[?date=YYYY-MM-DD]``: that day's appointments (default today);
 - ``GET|POST /_sandbox/clients``: list (no secrets) / register a client (the
   :class:`RegisteredClient` field names as JSON), for runners in another process;
-- ``GET /_sandbox/audit[?event=token]``: what callers did, oldest first.
+- ``GET /_sandbox/audit[?event=token]``: what callers did, oldest first;
+- ``POST /_sandbox/appointments/{id}/reschedule`` ``{"start": iso, "minutes": n, "reason": text}``
+  (``minutes`` and ``reason`` optional) and ``POST /_sandbox/appointments/{id}/cancel``
+  ``{"reason": text}`` (body optional): what a scheduler does inside Millennium; the
+  Appointment keeps its id and gets its next version (200 with the resource and its ETag;
+  404 unknown id, 409 when its status does not allow it, 400 bad input);
+- ``POST /_sandbox/appointments/bulk`` ``{"location": id, "count": 500, "start": iso,
+  "spread_hours": 72, "video_ratio": 0.5, "patients": n, "location_name": text}``: booked
+  appointments and new patients for scale tests (201 with the ids made; see changes.py).
+  A ``start`` without an offset is read in the clinic's zone.
 
 Plus the jwks of the simulator's id_token key (``/jwk``, like Cerner's), the OpenID
 Provider Configuration of the id_token issuer and the SMART style document.
@@ -20,7 +29,7 @@ from datetime import date
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import discovery
+from . import changes, discovery
 from .clients import RegisteredClient
 from .state import CernerSimulator
 
@@ -95,3 +104,60 @@ async def smart_style(request: Request) -> Response:
                          "dim_border_radius": "6px", "dim_font_size": "13px", "dim_spacing_size": "20px",
                          "font_family_body": "Georgia, Times, 'Times New Roman', serif",
                          "font_family_heading": "'HelveticaNeue-Light', Helvetica, Arial, sans-serif"})
+
+
+async def reschedule_appointment(request: Request) -> Response:
+    sim = _sim(request)
+    try:
+        body = await _json_object(request)
+        unknown = set(body) - {"start", "minutes", "reason"}
+        if unknown:
+            raise changes.ChangeRefused(f"unknown fields {sorted(unknown)}; use start, minutes, reason")
+        if "start" not in body:
+            raise changes.ChangeRefused("'start' is required")
+        changed = sim.reschedule(request.path_params["id"], changes.moment(body["start"], sim.tz),
+                                 body.get("minutes"), reason=_text(body.get("reason")))
+    except changes.ChangeRefused as error:
+        return JSONResponse({"error": "invalid_change", "detail": str(error)}, error.status)
+    except ValueError as error:
+        return JSONResponse({"error": "invalid_change", "detail": str(error)}, 400)
+    return _changed(changed)
+
+
+async def cancel_appointment(request: Request) -> Response:
+    sim = _sim(request)
+    try:
+        body = await _json_object(request) if await request.body() else {}
+        unknown = set(body) - {"reason"}
+        if unknown:
+            raise changes.ChangeRefused(f"unknown fields {sorted(unknown)}; use reason")
+        changed = sim.cancel(request.path_params["id"], reason=_text(body.get("reason")))
+    except changes.ChangeRefused as error:
+        return JSONResponse({"error": "invalid_change", "detail": str(error)}, error.status)
+    except ValueError as error:
+        return JSONResponse({"error": "invalid_change", "detail": str(error)}, 400)
+    return _changed(changed)
+
+
+async def bulk_appointments(request: Request) -> Response:
+    sim = _sim(request)
+    try:
+        result = sim.seed_bulk(changes.BulkRequest.from_json(await _json_object(request), sim.tz))
+    except changes.ChangeRefused as error:
+        return JSONResponse({"error": "invalid_bulk", "detail": str(error)}, error.status)
+    except ValueError as error:
+        return JSONResponse({"error": "invalid_bulk", "detail": str(error)}, 400)
+    return JSONResponse(result.as_json(), 201)
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise changes.ChangeRefused("'reason' must be a short text")
+    return value.strip()
+
+
+def _changed(resource: dict) -> Response:
+    return JSONResponse(resource, headers={"ETag": f'W/"{resource["meta"]["versionId"]}"'},
+                        media_type="application/fhir+json")

@@ -188,9 +188,7 @@ def appointment(t: Tenant, *, id: str, start: datetime, minutes: int, video: boo
         extension.insert(0, {"valueString": "", "url": f"{CERNER_EXT}/action-comment"})
     resource: Resource = {
         "resourceType": "Appointment", "id": id, "meta": t.meta(),
-        "text": _narrative("Appointment", [("Status", status.capitalize()), ("Service Type", service),
-                                           ("Start", fmt(start)), ("End", fmt(end)),
-                                           ("Video Visit", "Yes" if video else "No")]),
+        "text": appointment_text(status=status, video=video, start=fmt(start), end=fmt(end)),
         "extension": extension,
         "status": status,
         "serviceType": [{"coding": [t.coding(14249, service_code, service)], "text": service}],
@@ -224,6 +222,13 @@ def appointment(t: Tenant, *, id: str, start: datetime, minutes: int, video: boo
             {"type": [{"text": PROVIDER_ROOM}], "actor": {"reference": "#31"}, "status": "accepted"},
         ]
     return resource
+
+
+def appointment_text(*, status: str, video: bool, start: str, end: str) -> dict[str, str]:
+    """The Appointment's generated narrative (rebuilt when the sandbox reschedules or cancels it)."""
+    service = "Video Visit" if video else "Office Visit"
+    return _narrative("Appointment", [("Status", status.capitalize()), ("Service Type", service),
+                                      ("Start", start), ("End", end), ("Video Visit", "Yes" if video else "No")])
 
 
 def encounter(t: Tenant, *, id: str, fin: str, status: str, start: datetime, minutes: int,

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from ..faults import FaultSwitches
+from . import changes
+from .client_auth import JwksCache
 from .clients import ClientRegistry, RegisteredClient
 from .grants import GrantStore, LaunchContext
 from .paging import PageContexts
@@ -52,6 +54,10 @@ class CernerSimulator:
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.signing_kid = "sandbox-" + urls.tenant_id[:8]
         self._id_token_fault: str | None = None
+        # Clients' JWK Sets read from their registered URLs (Cache-Control, refetch on unknown kid).
+        self.jwks_cache = JwksCache(lambda: self.grants.now(), self.record)
+        self._bulk = changes.BulkSeeder(self.store, urls.tenant_id, self.tz,
+                                        [(p["id"], p["name"][0]["text"]) for p in seed.practitioners])
 
     @property
     def id_token_fault(self) -> str | None:
@@ -130,6 +136,43 @@ class CernerSimulator:
     def schedule(self, day: date | None = None) -> list[ScheduledVisit]:
         """Appointments on ``day`` (default: the seed's today), live from the store."""
         return appointments_on(self.store, day or self.seed.today, self.tz)
+
+    # -- appointments that change (sandbox-only; see changes.py) ------------------------------
+
+    def reschedule(self, appointment_id: str, start: datetime | str, minutes: int | None = None, *,
+                   reason: str | None = None) -> dict[str, Any]:
+        """Move an appointment as a scheduler would in Millennium: same id, next version.
+        Raises ``changes.ChangeRefused`` (``.status`` 400 / 404 / 409)."""
+        when = changes.moment(start, self.tz) if isinstance(start, str) else start
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=self.tz)
+        changed = changes.reschedule(self.store, appointment_id, when, minutes, tz=self.tz,
+                                     now=datetime.now(timezone.utc), reason=reason)
+        self.record("reschedule", appointment=appointment_id, version=changed["meta"]["versionId"])
+        return changed
+
+    def cancel(self, appointment_id: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Cancel an appointment as a scheduler would in Millennium: same id, next version."""
+        changed = changes.cancel(self.store, appointment_id, now=datetime.now(timezone.utc), reason=reason)
+        self.record("cancel", appointment=appointment_id, version=changed["meta"]["versionId"])
+        return changed
+
+    def bulk_appointments(self, location: str, count: int, start: datetime | str, *, spread_hours: float = 72.0,
+                          video_ratio: float = 0.5, patients: int = 100,
+                          location_name: str | None = None) -> changes.BulkResult:
+        """``count`` booked appointments (and ``patients`` new patients) at ``location``."""
+        when = changes.moment(start, self.tz) if isinstance(start, str) else start
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=self.tz)
+        request = changes.BulkRequest(location=location, count=count, start=when, spread_hours=spread_hours,
+                                      video_ratio=video_ratio, patients=patients, location_name=location_name)
+        return self.seed_bulk(request)
+
+    def seed_bulk(self, request: changes.BulkRequest) -> changes.BulkResult:
+        result = self._bulk.seed(request, datetime.now(timezone.utc))
+        self.record("bulk", location=result.location, appointments=len(result.appointment_ids),
+                    patients=len(result.patient_ids))
+        return result
 
     def jwks(self) -> dict[str, Any]:
         public = RSAAlgorithm.to_jwk(self.signing_key.public_key(), as_dict=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -59,6 +59,28 @@ class ResourceStore:
                                "lastUpdated": instant(now)}
             self._by_type[resource["resourceType"]][resource["id"]] = updated
             return copy.deepcopy(updated)
+
+    def change(self, resource_type: str, resource_id: str, mutate: Callable[[Resource], None],
+               now: datetime) -> Resource | None:
+        """Apply ``mutate`` to a copy of the stored resource and store it as the next version
+        (``meta.versionId`` moved as :func:`next_version` does, ``meta.lastUpdated`` = ``now``),
+        atomically. What the EHR does when someone changes the record inside Millennium (the
+        sandbox's reschedule and cancel). None when there is no such resource; ``mutate`` may
+        raise to refuse the change, and then nothing is stored."""
+        with self._lock:
+            current = self._by_type.get(resource_type, {}).get(resource_id)
+            if current is None:
+                return None
+            updated = copy.deepcopy(current)
+            mutate(updated)
+            updated["meta"] = {**current["meta"], "versionId": next_version(current["meta"]["versionId"]),
+                               "lastUpdated": instant(now)}
+            self._by_type[resource_type][resource_id] = updated
+            return copy.deepcopy(updated)
+
+    def count(self, resource_type: str) -> int:
+        with self._lock:
+            return len(self._by_type.get(resource_type, {}))
 
 
 def next_version(version: str, video_links: bool = False) -> str:

@@ -46,7 +46,8 @@ async def token(request: Request) -> Response:
     try:
         fields = await read_form(request)
         grant_type = fields.get("grant_type")
-        client = await authenticate_client(request.headers, fields, sim.clients, sim.grants, sim.urls.token)
+        client = await authenticate_client(request.headers, fields, sim.clients, sim.grants, sim.urls.token,
+                                            sim.jwks_cache)
         if grant_type == "authorization_code":
             body = _exchange_code(sim, client, fields)
         elif grant_type == "client_credentials":
