@@ -92,6 +92,24 @@ class Container:
         return TablePhoneNumberRepository(self.tables.phone_numbers, self.tables.number_operations)
 
     @cached_property
+    def opt_outs(self):
+        from connector.adapters.storage.repositories import TableOptOutRepository
+
+        return TableOptOutRepository(self.tables.opt_outs)
+
+    @cached_property
+    def scan_queue(self):
+        from connector.adapters.storage.queues import StorageQueue
+
+        return StorageQueue.from_service(self.queue_service, self.settings.scan_queue)
+
+    @cached_property
+    def send_queue(self):
+        from connector.adapters.storage.queues import StorageQueue
+
+        return StorageQueue.from_service(self.queue_service, self.settings.send_queue)
+
+    @cached_property
     def provisioning_queue(self):
         from connector.adapters.storage.queues import StorageQueue
 
@@ -156,11 +174,11 @@ class Container:
 
     @cached_property
     def client_assertions(self):
-        if self.settings.client_assertion_key is None:
-            return None
-        from connector.adapters.identity.client_assertions import ClientAssertionSigner
+        """The stamp's key ring for private_key_jwt (None without a key): signs with the current
+        key, publishes the previous and next ones during a rotation."""
+        from connector.adapters.identity.client_assertions import key_ring_from_settings
 
-        return ClientAssertionSigner.from_pem(self.settings.client_assertion_key.get_secret_value())
+        return key_ring_from_settings(self.settings)
 
     @cached_property
     def smart_tokens(self):
@@ -202,6 +220,27 @@ class Container:
         from connector.adapters.acs.sms import sms_sender_from_settings
 
         return sms_sender_from_settings(self.settings)
+
+    @cached_property
+    def backend_tokens(self):
+        from connector.adapters.fhir.backend_token import BackendServicesTokens
+
+        return BackendServicesTokens(self.safe_http, lambda: self.client_assertions,
+                                     allow_loopback=self.settings.local_mode,
+                                     jwks_url=f"{self.settings.public_base_url}/api/.well-known/jwks.json")
+
+    @cached_property
+    def scan_fhir(self):
+        """FHIR for scans and sends: 429 and 5xx are retried (a launch's reads are not: a clinician waits)."""
+        from connector.adapters.fhir.retry import RetryingFhir
+
+        return RetryingFhir(self.fhir)
+
+    @cached_property
+    def opt_out_key(self) -> bytes | None:
+        import base64
+
+        return base64.b64decode(self.settings.optout_key.get_secret_value()) if self.settings.optout_key else None
 
     @cached_property
     def session_sealer(self):
@@ -278,6 +317,35 @@ class Container:
         from connector.services.provider_visit import ProviderVisit
 
         return ProviderVisit(self.endpoints, self.fhir, self.visits, self.patient_links, self.clock, self.ids)
+
+    @cached_property
+    def reminder_scan(self):
+        from connector.services.reminder_scan import ReminderScan
+
+        return ReminderScan(self.tenants, self.endpoints, self.notifications, self.scan_fhir, self.backend_tokens,
+                            self.scan_queue, self.send_queue, self.clock)
+
+    @cached_property
+    def reminder_sender(self):
+        from connector.services.reminder_send import ReminderSender
+
+        return ReminderSender(self.notifications, self.endpoints, self.tenants, self.scan_fhir, self.backend_tokens,
+                              self.visits, self.patient_links, _Lazy(lambda: self.sms_sender), self.opt_outs,
+                              self.send_queue, self.usage_events, self.clock, opt_out_key=self.opt_out_key)
+
+    @cached_property
+    def sms_events(self):
+        from connector.services.sms_events import SmsEvents
+
+        return SmsEvents(self.notifications, self.opt_outs, self.phone_numbers, self.usage_events,
+                         opt_out_key=self.opt_out_key)
+
+    @cached_property
+    def reminder_admin(self):
+        from connector.services.reminder_admin import ReminderAdmin
+
+        return ReminderAdmin(self.endpoints, self.notifications, self.reminder_sender, self.clock,
+                             public_base_url=self.settings.public_base_url)
 
     @cached_property
     def patient_visit(self):

@@ -83,6 +83,19 @@ class Settings(BaseSettings):
 
     # NCRONTAB of the timer that renews Graph subscriptions before they expire (a trigger's %SETTING%).
     subscription_renewal_schedule: str = "0 */30 * * * *"
+    # Reminders: the timer that fans out one scan job per endpoint, and the two queues (triggers'
+    # %SETTING%s too): scan jobs, and due messages (hidden until they are due).
+    reminder_scan_schedule: str = "0 */5 * * * *"
+    scan_queue: str = Field(default="reminder-scan", pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$")
+    send_queue: str = Field(default="reminder-send", pattern=r"^[a-z0-9](-?[a-z0-9]){2,56}$")
+    # Keys the opt-out list's hashes of phone numbers (HMAC): base64 of 32+ random bytes, set once
+    # and kept (a Key Vault reference in Azure): a new key forgets every STOP.
+    optout_key: SecretStr | None = None
+    # The secret delivery header (X-Connector-Events-Key) the Event Grid subscription for ACS SMS
+    # events sends: the events webhook trusts nothing else.
+    acs_events_key: SecretStr | None = None
+    # ACS's per-number SMS limit (toll-free: 200 message units a minute); each process paces under it.
+    sms_rate_per_minute: int = Field(default=200, ge=1, le=6000)
 
     # Seals (AES-GCM) the provider's launch session into a cookie: base64 of 32 or more random
     # bytes (the AES key is derived from them with HKDF).
@@ -91,9 +104,14 @@ class Settings(BaseSettings):
     # The stamp's private key (PEM, RSA >= 2048 or EC P-384) for private_key_jwt client
     # assertions; its public half is served at /api/.well-known/jwks.json. Key Vault in Azure.
     client_assertion_key: SecretStr | None = None
+    # Key rotation (client_assertions.py): the previous key stays published until its assertions
+    # expire; the next key is published before it signs. Private or public PEM; Key Vault in Azure.
+    client_assertion_previous_key: SecretStr | None = None
+    client_assertion_next_key: SecretStr | None = None
 
     @field_validator("graph_client_secret", "graph_notification_certificate", "graph_notification_key",
-                     "session_key", "client_assertion_key", mode="before")
+                     "session_key", "client_assertion_key", "client_assertion_previous_key",
+                     "client_assertion_next_key", "optout_key", "acs_events_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         # An app setting that exists but is empty means "not configured", not "an empty secret".

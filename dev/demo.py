@@ -49,6 +49,7 @@ def register_demo_clients(cerner_app: Starlette, entra_app: Starlette, *, host_u
         meeting_organizer=CONTOSO_ORGANIZER_OID,
         sms_number=sms_number,
         consent_by_oid=DEMO_ADMIN_OID if sms_number else None,
+        reminders=sms_number is not None,
     )
 
 

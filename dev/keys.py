@@ -3,7 +3,9 @@
 - ``session.key``: key material for CONNECTOR_SESSION_KEY (the provider page's sealed session);
 - ``client-assertion.pem``: the stamp's RSA key for private_key_jwt (served as our JWKS);
 - ``graph-notifications.pem`` / ``graph-notifications.key``: the self-signed certificate Graph
-  encrypts rich change notifications with, and its private key.
+  encrypts rich change notifications with, and its private key;
+- ``optout.key``: keys the opt-out list's hashes of phone numbers;
+- ``acs-events.key``: the secret header the ACS sandbox's Event Grid deliveries carry.
 
 In Azure both live in the stamp's Key Vault; nothing here is ever deployed.
 """
@@ -28,6 +30,8 @@ class LocalKeys:
     client_assertion_pem: str
     notification_certificate_pem: str
     notification_key_pem: str
+    optout_key: str  # base64: keys the opt-out list's number hashes
+    acs_events_key: str  # the Event Grid subscription's secret delivery header
 
 
 def ensure_local_keys(folder: Path) -> LocalKeys:
@@ -43,7 +47,13 @@ def ensure_local_keys(folder: Path) -> LocalKeys:
     certificate, key = folder / "graph-notifications.pem", folder / "graph-notifications.key"
     if not certificate.exists() or not key.exists():
         _notification_certificate(certificate, key)
-    return LocalKeys(session.read_text().strip(), pem.read_text(), certificate.read_text(), key.read_text())
+    optout, events = folder / "optout.key", folder / "acs-events.key"
+    if not optout.exists():
+        _write_private(optout, base64.b64encode(os.urandom(32)))
+    if not events.exists():
+        _write_private(events, base64.urlsafe_b64encode(os.urandom(24)))
+    return LocalKeys(session.read_text().strip(), pem.read_text(), certificate.read_text(), key.read_text(),
+                     optout.read_text().strip(), events.read_text().strip())
 
 
 def _notification_certificate(certificate_path: Path, key_path: Path) -> None:

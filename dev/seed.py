@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from connector.composition import Container
 from connector.domain.endpoint import Environment, FhirEndpoint
 from connector.domain.phone_number import PhoneNumber
+from connector.domain.reminders import ReminderPolicy
 from connector.domain.tenant import Consent, Tenant
 
 
@@ -31,6 +32,7 @@ class DemoTenant:
     meeting_organizer: str | None = None
     sms_number: str | None = None
     consent_by_oid: str | None = None  # the demo admin who gave the SMS consents
+    reminders: bool = False  # SMS confirmations and reminders on for the demo endpoint
 
 
 def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
@@ -60,6 +62,7 @@ def seed_demo_tenant(deps: Container, demo: DemoTenant) -> FhirEndpoint:
         linked_number=demo.sms_number,
         meeting_organizer=demo.meeting_organizer,
         write_back_links=demo.meeting_organizer is not None,
+        reminder_policy=ReminderPolicy(enabled=demo.reminders),
         created_at=now,
     )
     existing = deps.endpoints.get_endpoint(demo.tenant_id, endpoint.endpoint_id)

@@ -72,15 +72,29 @@ def connector_environment(azurite: AzuriteEndpoints, ports: Ports, ca_file: Path
         "CONNECTOR_ACS_EMULATOR_KEY": ACS_SANDBOX_KEY,
         "CONNECTOR_PROVISIONING_QUEUE": "provision-number",
         "CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE": "0 */30 * * * *",
+        "CONNECTOR_REMINDER_SCAN_SCHEDULE": "0 */2 * * * *",  # every two minutes: the demo shows reminders soon
+        "CONNECTOR_SCAN_QUEUE": "reminder-scan",
+        "CONNECTOR_SEND_QUEUE": "reminder-send",
         **({
             "CONNECTOR_SESSION_KEY": keys.session_key,
             "CONNECTOR_CLIENT_ASSERTION_KEY": keys.client_assertion_pem,
             "CONNECTOR_GRAPH_NOTIFICATION_CERTIFICATE": keys.notification_certificate_pem,
             "CONNECTOR_GRAPH_NOTIFICATION_KEY": keys.notification_key_pem,
+            "CONNECTOR_OPTOUT_KEY": keys.optout_key,
+            "CONNECTOR_ACS_EVENTS_KEY": keys.acs_events_key,
         } if keys else {}),
         **graph.connector_environment(graph_url=f"http://127.0.0.1:{ports.graph}",
                                       entra_url=f"https://127.0.0.1:{ports.entra}"),
     }
+
+
+def subscribe_sms_events(acs_app, webhook: str, key: str) -> None:
+    """What the stamp's Event Grid subscription does in Azure: ACS's SMS events to our webhook,
+    with the secret delivery header (the handshake runs now, so the host must be serving)."""
+    subscription = acs_app.state.events.subscribe(webhook, name="connector-acs-sms",
+                                                  headers={"X-Connector-Events-Key": key})
+    if getattr(subscription, "state", "Succeeded") != "Succeeded":
+        raise RuntimeError("the ACS sandbox could not subscribe the connector's SMS events webhook")
 
 
 class Stack:
@@ -123,7 +137,8 @@ class Stack:
         graph_app = graph.create_app(public_url=f"http://127.0.0.1:{p.graph}", issuer=entra_app.state.issuer)
         self._exit.enter_context(LoopbackServer(graph_app, p.graph, name="graph"))
 
-        os.environ.update(connector_environment(azurite, p, tls.ca_file, ensure_local_keys(self.data_dir / "keys")))
+        keys = ensure_local_keys(self.data_dir / "keys")
+        os.environ.update(connector_environment(azurite, p, tls.ca_file, keys))
         from dev.demo import register_demo_clients, seed_demo
 
         demo = register_demo_clients(cerner_app, entra_app, host_url=f"http://127.0.0.1:{p.host}",
@@ -146,6 +161,7 @@ class Stack:
 
             host = self._exit.enter_context(LocalFunctionsHost(ROOT, port=p.host))
             self.urls = {"Admin portal": f"{host.url}/", "Health": f"{host.url}/api/health", **self.urls}
+            subscribe_sms_events(acs_app, f"{host.url}/api/events/acs", keys.acs_events_key)
 
     def stop(self) -> None:
         self._exit.close()

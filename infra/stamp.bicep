@@ -138,6 +138,7 @@ var tableNames = [
   'visits'
   'joinlinks'
   'meetingsubs'
+  'optouts'
 ]
 
 var stampTags = union(tags, {
@@ -198,6 +199,17 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 resource provisioningQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queueService
   name: provisioningQueueName
+}
+
+// Reminders: scan jobs (one per endpoint per timer tick) and due messages (hidden until due).
+resource scanQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: 'reminder-scan'
+}
+
+resource sendQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: 'reminder-send'
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
@@ -471,6 +483,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CONNECTOR_ACS_ENDPOINT: 'https://${communication.properties.hostName}'
     CONNECTOR_PROVISIONING_QUEUE: provisioningQueue.name
     CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE: '0 */30 * * * *'
+    CONNECTOR_REMINDER_SCAN_SCHEDULE: '0 */5 * * * *'
+    CONNECTOR_SCAN_QUEUE: scanQueue.name
+    CONNECTOR_SEND_QUEUE: sendQueue.name
     CONNECTOR_SESSION_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${sessionKeySecret.name})'
   }
   dependsOn: [

@@ -94,8 +94,11 @@ def storage_env(azurite: AzuriteEndpoints, unique_prefix: str, monkeypatch) -> d
         "CONNECTOR_STORAGE_EMULATOR_KEY": ACCOUNT_KEY,
         "CONNECTOR_STORAGE_NAME_PREFIX": unique_prefix,
         "CONNECTOR_PROVISIONING_QUEUE": f"{unique_prefix}-provision",
-        # The renewal timer must not fire in the middle of a test (midnight on New Year's Day).
+        # Timers must not fire in the middle of a test (midnight on New Year's Day): tests run them.
         "CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE": "0 0 0 1 1 *",
+        "CONNECTOR_REMINDER_SCAN_SCHEDULE": "0 0 0 1 1 *",
+        "CONNECTOR_SCAN_QUEUE": f"{unique_prefix}-scan",
+        "CONNECTOR_SEND_QUEUE": f"{unique_prefix}-send",
         "AzureWebJobsStorage": azurite.connection_string,
     }
     for key, value in env.items():

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from connector.domain.reminders import ReminderPolicy
 from connector.domain.tenant import GUID
 
 MAX_URL_LENGTH = 2048
@@ -120,6 +121,8 @@ class FhirEndpoint(BaseModel):
     client_secret_name: str | None = Field(default=None, pattern=SECRET_NAME)
     # Write the visit links into Cerner's video-visit Appointment (needs user/Appointment.write).
     write_back_links: bool = False
+    # SMS confirmations and reminders (off until an admin switches them on).
+    reminder_policy: ReminderPolicy = ReminderPolicy()
     created_at: datetime
 
     _secret_named = model_validator(mode="after")(lambda self: _secret_named_when_needed(self))

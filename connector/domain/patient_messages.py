@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from connector.domain.sms_text import MAX_SEGMENTS, segments, to_gsm7
+
 LANGUAGES = ("en", "es", "de", "fr")
 DEFAULT_LANGUAGE = "en"
 
@@ -116,4 +118,61 @@ def when_text(start: datetime, today: date, language: str) -> str:
 
 
 def link_sms(language: str, *, clinic: str, start: datetime, today: date, link: str) -> str:
-    return LINK_SMS[language].format(clinic=clinic, when=when_text(start, today, language), link=link)
+    return to_gsm7(LINK_SMS[language].format(clinic=clinic, when=when_text(start, today, language), link=link))
+
+
+# Confirmations, updates, cancellations and reminders. Written as the language is written; sent
+# in GSM-7 (accents outside it dropped, see sms_text) so two segments hold them with the link.
+NOTIFICATION_SMS = {
+    "confirmation": {
+        "en": "{clinic}: your video visit is {when}. Join from your phone, no app needed: {link} Reply STOP to opt out.",
+        "es": "{clinic}: su videoconsulta es {when}. Entre desde su móvil, sin aplicación: {link} "
+              "Responda STOP para no recibir más mensajes.",
+        "de": "{clinic}: Ihre Videosprechstunde ist {when}. Ohne App vom Handy teilnehmen: {link} "
+              "Antworten Sie STOP, um keine SMS mehr zu erhalten.",
+        "fr": "{clinic} : votre téléconsultation est {when}. Rejoignez-la depuis votre téléphone, sans appli : "
+              "{link} Répondez STOP pour ne plus recevoir de SMS.",
+    },
+    "update": {
+        "en": "{clinic}: your video visit has moved. It is now {when}. Join here: {link} Reply STOP to opt out.",
+        "es": "{clinic}: su videoconsulta ha cambiado. Ahora es {when}. Entre aquí: {link} "
+              "Responda STOP para no recibir más mensajes.",
+        "de": "{clinic}: Ihre Videosprechstunde wurde verschoben. Sie ist jetzt {when}. Hier teilnehmen: {link} "
+              "Antworten Sie STOP, um keine SMS mehr zu erhalten.",
+        "fr": "{clinic} : votre téléconsultation a changé. Elle est maintenant {when}. Rejoignez-la ici : {link} "
+              "Répondez STOP pour ne plus recevoir de SMS.",
+    },
+    "cancellation": {
+        "en": "{clinic}: your video visit {when} is cancelled. Please call us to book again. Reply STOP to opt out.",
+        "es": "{clinic}: su videoconsulta {when} se ha cancelado. Llámenos para pedir otra cita. "
+              "Responda STOP para no recibir más mensajes.",
+        "de": "{clinic}: Ihre Videosprechstunde {when} wurde abgesagt. Bitte rufen Sie uns für einen neuen Termin "
+              "an. Antworten Sie STOP, um keine SMS mehr zu erhalten.",
+        "fr": "{clinic} : votre téléconsultation {when} est annulée. Appelez-nous pour reprendre rendez-vous. "
+              "Répondez STOP pour ne plus recevoir de SMS.",
+    },
+    "reminder": {
+        "en": "{clinic}: reminder, your video visit is {when}. Join from your phone, no app needed: {link} "
+              "Reply STOP to opt out.",
+        "es": "{clinic}: recordatorio, su videoconsulta es {when}. Entre desde su móvil, sin aplicación: {link} "
+              "Responda STOP para no recibir más mensajes.",
+        "de": "{clinic}: Erinnerung, Ihre Videosprechstunde ist {when}. Ohne App vom Handy teilnehmen: {link} "
+              "Antworten Sie STOP, um keine SMS mehr zu erhalten.",
+        "fr": "{clinic} : rappel, votre téléconsultation est {when}. Rejoignez-la depuis votre téléphone : {link} "
+              "Répondez STOP pour ne plus recevoir de SMS.",
+    },
+}
+
+
+def notification_sms(kind: str, language: str, *, clinic: str, start: datetime, today: date,
+                     link: str | None) -> str:
+    """The SMS of one confirmation / update / cancellation / reminder (``start`` in the clinic's
+    zone; ``link`` None only for a cancellation), in at most two segments: a long clinic name is
+    shortened to fit, never the link."""
+    when = when_text(start, today, language)
+    name = clinic
+    while True:
+        text = to_gsm7(NOTIFICATION_SMS[kind][language].format(clinic=name, when=when, link=link or ""))
+        if segments(text) <= MAX_SEGMENTS or len(name) <= 12:
+            return text
+        name = name[: max(12, len(name) - 8)].rstrip() + "..."

@@ -22,6 +22,9 @@ from connector.functions.admin.endpoints import ValidationRequest
 from connector.functions.admin.numbers import LinkNumber, NumberList, OperationView, ProvisionNumber
 from connector.functions.admin.tenant import SmsConsents
 from connector.functions.http import handles_errors, json_response
+from connector.domain.notification import NotificationRef
+from connector.domain.reminders import ReminderPolicy
+from connector.functions.admin.reminders import NotificationList, NotificationView, PolicyView, PreviewRequest, PreviewView
 from connector.functions.visit import LinkSentView, StatusView
 from connector.services.health import HealthReport
 
@@ -111,6 +114,23 @@ OPERATIONS: list[Operation] = [
               query=("validationToken",)),
     Operation("get", "/.well-known/jwks.json", "jwks", "The stamp's public keys for private_key_jwt",
               {200: None}, admin=False),
+    # Reminders: the policy per endpoint, a preview, failed messages and their replay; ACS's events.
+    Operation("get", "/admin/endpoints/{endpoint_id}/reminder-policy", "get_reminder_policy",
+              "The endpoint's SMS confirmation and reminder policy (ETag: the endpoint's)", {200: PolicyView, 404: None}),
+    Operation("put", "/admin/endpoints/{endpoint_id}/reminder-policy", "put_reminder_policy",
+              "Replace the endpoint's reminder policy (If-Match: the endpoint's ETag)",
+              {200: PolicyView, 404: None, 409: None, 428: None}, ReminderPolicy, if_match=True),
+    Operation("post", "/admin/endpoints/{endpoint_id}/reminder-policy/preview", "preview_reminders",
+              "Every message in every language for a sample appointment, with its SMS segments",
+              {200: PreviewView, 404: None}, PreviewRequest),
+    Operation("get", "/admin/notifications/failed", "list_failed_notifications",
+              "Messages the queue gave up on (ids and outcomes only)", {200: NotificationList}),
+    Operation("post", "/admin/notifications/replay", "replay_notification",
+              "Send a failed message again, once (409 unless it is failed)",
+              {202: NotificationView, 404: None, 409: None}, NotificationRef),
+    Operation("post", "/events/acs", "acs_events",
+              "Azure Communication Services SMS events through Event Grid (header X-Connector-Events-Key)",
+              {200: None, 400: None, 401: None, 413: None}, admin=False),
 ]
 
 ERROR_SCHEMA = {

@@ -106,6 +106,38 @@ def patient_name(patient: Patient) -> str:
     return "Unnamed patient"
 
 
+COMMUNICATION_PREFERENCE = "https://fhir-ehr.cerner.com/r4/StructureDefinition/communication-preference"
+CONTACT_POINT_SYSTEM = "http://hl7.org/fhir/contact-point-system"
+COMMUNICATION_TOPIC = "http://terminology.hl7.org/CodeSystem/communication-topic"
+
+
+def reminder_channels(patient: Patient) -> set[str] | None:
+    """How the patient wants appointment reminders, from Cerner's communication-preference
+    extension (``sms``, ``email``, ``phone``, ``fax``...); None when the chart says nothing."""
+    channels: set[str] | None = None
+    for extension in patient.extension or []:
+        if extension.url != COMMUNICATION_PREFERENCE:
+            continue
+        parts = {part.url: part for part in extension.extension or []}
+        topic = parts.get("communication-type")
+        if topic is None or not _has_code(topic.valueCodeableConcept, COMMUNICATION_TOPIC, "appointment-reminder"):
+            continue
+        method = parts.get("contact-method")
+        codes = {c.code for c in (method.valueCodeableConcept.coding or []) if c.system == CONTACT_POINT_SYSTEM} \
+            if method is not None and method.valueCodeableConcept is not None else set()
+        channels = (channels or set()) | {code for code in codes if code}
+    return channels
+
+
+def _has_code(concept, system: str, code: str) -> bool:
+    return concept is not None and any(c.system == system and c.code == code for c in concept.coding or [])
+
+
+def code_set(concepts) -> set[str]:
+    """Every code of the given CodeableConcepts (any system)."""
+    return {c.code for concept in concepts or [] if concept is not None for c in concept.coding or [] if c.code}
+
+
 def preferred_language(patient: Patient) -> str | None:
     """The patient's preferred language as a BCP 47 primary tag (``es``), if FHIR says so."""
     communications = sorted(patient.communication or [], key=lambda c: not c.preferred)

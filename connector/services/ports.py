@@ -10,7 +10,7 @@ write, so no service ever sees a storage SDK type.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, Protocol, TypeVar
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from connector.domain.endpoint import FhirEndpoint
 from connector.domain.launch import LaunchState
 from connector.domain.meeting import CallSubscription, MeetingRequest, OnlineMeeting
-from connector.domain.notification import NotificationClaim
+from connector.domain.notification import NotificationClaim, NotificationRef, NotificationStatus
 from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.smart import SmartConfiguration, TokenResponse
 from connector.domain.tenant import Tenant
@@ -81,6 +81,7 @@ class EndpointRepository(Protocol):
     def get_endpoint(self, tenant_id: str, endpoint_id: str) -> Versioned[FhirEndpoint] | None: ...
     def list_endpoints(self, tenant_id: str) -> list[Versioned[FhirEndpoint]]: ...
     def find_by_base_url(self, base_url: str) -> Versioned[FhirEndpoint] | None: ...
+    def all_endpoints(self) -> list[FhirEndpoint]: ...
     def add_endpoint(self, endpoint: FhirEndpoint) -> str: ...
     def save_endpoint(self, endpoint: FhirEndpoint, etag: str, *, previous_base_url: str | None = None) -> str: ...
     def remove_endpoint(self, endpoint: FhirEndpoint, etag: str) -> None: ...
@@ -94,12 +95,35 @@ class PhoneNumberRepository(Protocol):
     def get_provisioning(self, tenant_id: str, operation_id: str) -> Versioned[NumberProvisioning] | None: ...
     def list_provisioning(self, tenant_id: str) -> list[NumberProvisioning]: ...
     def save_provisioning(self, operation: NumberProvisioning, etag: str) -> str: ...
+    def owner_of(self, phone_number: str) -> str | None:
+        """The tenant that owns this number in this stamp, if any."""
+        ...
 
 
 class NotificationRepository(Protocol):
-    def claim_notification(self, claim: NotificationClaim) -> bool: ...
-    def get_notification(self, claim: NotificationClaim) -> Versioned[NotificationClaim] | None: ...
+    def claim_notification(self, claim: NotificationClaim) -> bool:
+        """A conditional insert: True if this caller claimed the message, False if it was claimed."""
+        ...
+
+    def get_notification(self, ref: NotificationClaim | NotificationRef) -> Versioned[NotificationClaim] | None: ...
     def record_outcome(self, claim: NotificationClaim, etag: str) -> str: ...
+    def for_appointment(self, tenant_id: str, endpoint_id: str, appointment_id: str) -> list[NotificationClaim]: ...
+    def for_endpoint(self, tenant_id: str, endpoint_id: str,
+                     status: NotificationStatus | None = None) -> list[Versioned[NotificationClaim]]: ...
+    def for_tenant(self, tenant_id: str, status: NotificationStatus) -> list[Versioned[NotificationClaim]]: ...
+    def by_tag(self, tag: str) -> Versioned[NotificationClaim] | None:
+        """The row a delivery report's tag names (see ``notification_tag``), if it exists."""
+        ...
+
+
+class OptOutRepository(Protocol):
+    """Who replied STOP, per tenant, as a keyed hash of the number (never the number)."""
+
+    def is_opted_out(self, tenant_id: str, number_hash: str) -> bool: ...
+
+    def record_choice(self, tenant_id: str, number_hash: str, *, opted_out: bool, at: datetime) -> bool:
+        """STOP (``opted_out``) or START, said at ``at``; an older word than the one kept is ignored."""
+        ...
 
 
 class UsageEventLog(Protocol):
@@ -216,6 +240,19 @@ class FhirReader(Protocol):
                        resource_id: str) -> tuple[Any, str | None]: ...
 
 
+class SearchPage(Protocol):
+    number: int
+    resources: list[Any]
+    skipped: list[str]
+
+
+class ScanFhir(FhirReader, Protocol):
+    """FHIR for scans: reads and searches retried (429 Retry-After, 5xx backoff), pages streamed."""
+
+    def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
+                     params: list[tuple[str, str]]) -> Iterable[SearchPage]: ...
+
+
 # -- Microsoft Graph and ACS ------------------------------------------------------------------
 
 
@@ -243,6 +280,12 @@ class Meetings(Protocol):
 
     def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
         """Stop the subscription (one that is already gone is not an error)."""
+        ...
+
+
+class BackendTokens(Protocol):
+    def token(self, endpoint: FhirEndpoint, token_url: str, scopes: tuple[str, ...]) -> str:
+        """A SMART Backend Services access token (client_credentials + private_key_jwt), cached."""
         ...
 
 

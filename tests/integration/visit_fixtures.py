@@ -28,7 +28,7 @@ from dev.sandbox import acs, cerner, entra, graph
 from dev.sandbox.server import LoopbackServer, free_port
 from dev.sandbox.tls import ensure_local_tls
 from dev.seed import seed_demo_tenant
-from dev.stack import ACS_SANDBOX_KEY, DEMO_NUMBERS, Ports, connector_environment
+from dev.stack import ACS_SANDBOX_KEY, DEMO_NUMBERS, Ports, connector_environment, subscribe_sms_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,6 +119,7 @@ def visit_stack(visit_sandbox: VisitSandbox, azurite, storage_env, unique_prefix
                                  sms_number=DEMO_NUMBERS[0])
     seed_demo_tenant(container(), demo)
     with LocalFunctionsHost(ROOT, port=port, poll_interval=0.2):
+        subscribe_sms_events(visit_sandbox.acs_app, f"{host_url}/api/events/acs", visit_sandbox.keys.acs_events_key)
         yield VisitStack(host_url, visit_sandbox, container())
     get_settings.cache_clear()
     container.cache_clear()

@@ -194,3 +194,109 @@ def test_from_pem_does_not_echo_the_key(rsa_key):
         ClientAssertionSigner.from_pem(broken)
     assert "BEGIN" not in str(caught.value) and caught.value.__cause__ is None
     assert json.dumps(caught.value.as_dict()).count("MII") == 0
+
+
+# -- key rotation: the key ring ----------------------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from pydantic import SecretStr  # noqa: E402
+
+from connector.adapters.identity.client_assertions import KeyRing, PublishedKey, key_ring_from_settings  # noqa: E402
+
+
+def public_pem(key) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def settings(**values) -> SimpleNamespace:
+    return SimpleNamespace(**{name: SecretStr(value) if isinstance(value, str) else value
+                              for name, value in values.items()})
+
+
+def test_the_ring_signs_with_the_current_key_and_publishes_both(rsa_key, p384_key):
+    ring = KeyRing.from_pems(pem(p384_key), previous_pem=pem(rsa_key))
+    current, previous = ClientAssertionSigner(p384_key), ClientAssertionSigner(rsa_key)
+    assert (ring.kid, ring.algorithm) == (current.kid, "ES384")
+    keys = ring.jwks()["keys"]
+    assert [k["kid"] for k in keys] == [current.kid, previous.kid] == list(ring.published_kids)
+    assert [k["alg"] for k in keys] == ["ES384", "RS384"]
+    for jwk in keys:
+        assert jwk["kid"] == expected_thumbprint(jwk)
+        assert jwk["use"] == "sig" and jwk["key_ops"] == ["verify"]
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(jwk)
+    assertion = ring.assertion(CLIENT_ID, TOKEN_URL)
+    assert jwt.get_unverified_header(assertion)["kid"] == current.kid
+    assert verify_with_jwks(assertion, ring.jwks())["sub"] == CLIENT_ID
+
+
+def test_an_assertion_of_the_old_key_still_verifies_during_the_overlap(rsa_key, p384_key):
+    before = ClientAssertionSigner(rsa_key).assertion(CLIENT_ID, TOKEN_URL)
+    after_rotation = KeyRing.from_pems(pem(p384_key), previous_pem=pem(rsa_key))
+    assert verify_with_jwks(before, after_rotation.jwks())["iss"] == CLIENT_ID
+    once_done = KeyRing.from_pems(pem(p384_key))
+    with pytest.raises(ValueError):  # no key with that kid any more
+        verify_with_jwks(before, once_done.jwks())
+
+
+def test_a_published_key_may_be_given_as_its_public_half(rsa_key, p384_key):
+    from_private = KeyRing.from_pems(pem(rsa_key), next_pem=pem(p384_key))
+    from_public = KeyRing.from_pems(pem(rsa_key), next_pem=public_pem(p384_key))
+    assert from_private.jwks() == from_public.jwks()
+    assert PublishedKey.from_pem(public_pem(p384_key), setting="X").kid == ClientAssertionSigner(p384_key).kid
+    assert len(from_public.jwks()["keys"]) == 2
+
+
+def test_the_same_key_twice_is_published_once(rsa_key):
+    ring = KeyRing.from_pems(pem(rsa_key), previous_pem=pem(rsa_key), next_pem=public_pem(rsa_key))
+    assert len(ring.jwks()["keys"]) == 1
+
+
+def test_the_rings_jwks_is_a_copy(rsa_key, p384_key):
+    ring = KeyRing.from_pems(pem(rsa_key), previous_pem=pem(p384_key))
+    ring.jwks()["keys"][1]["kid"] = "changed"
+    ring.jwks()["keys"].clear()
+    assert [k["kid"] for k in ring.jwks()["keys"]] == [ClientAssertionSigner(rsa_key).kid,
+                                                       ClientAssertionSigner(p384_key).kid]
+
+
+@pytest.mark.parametrize("previous", ["not a pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                                      "ключ"])
+def test_a_bad_previous_key_names_its_own_setting(rsa_key, previous):
+    with pytest.raises(ConfigurationError, match="CONNECTOR_CLIENT_ASSERTION_PREVIOUS_KEY") as caught:
+        KeyRing.from_pems(pem(rsa_key), previous_pem=previous)
+    assert caught.value.__cause__ is None
+
+
+def test_a_weak_previous_key_is_refused_too(rsa_key):
+    weak = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ConfigurationError, match="EC P-384"):
+        KeyRing.from_pems(pem(rsa_key), previous_pem=public_pem(weak))
+
+
+def test_key_ring_from_settings(rsa_key, p384_key):
+    assert key_ring_from_settings(settings(client_assertion_key=None)) is None
+    assert key_ring_from_settings(SimpleNamespace()) is None  # settings without the fields at all
+    only_current = key_ring_from_settings(settings(client_assertion_key=pem(rsa_key)))
+    assert only_current.published_kids == (ClientAssertionSigner(rsa_key).kid,)
+    # Settings that do not (yet) have the previous key field: read with getattr.
+    rotated = key_ring_from_settings(settings(client_assertion_key=pem(p384_key),
+                                              client_assertion_previous_key=pem(rsa_key)))
+    assert rotated.kid == ClientAssertionSigner(p384_key).kid
+    assert rotated.published_kids == (ClientAssertionSigner(p384_key).kid, ClientAssertionSigner(rsa_key).kid)
+    empty_previous = key_ring_from_settings(settings(client_assertion_key=pem(rsa_key),
+                                                     client_assertion_previous_key=""))
+    assert len(empty_previous.jwks()["keys"]) == 1
+    with pytest.raises(ConfigurationError, match="need CONNECTOR_CLIENT_ASSERTION_KEY"):
+        key_ring_from_settings(settings(client_assertion_key=None, client_assertion_previous_key=pem(rsa_key)))
+
+
+def test_key_ring_from_the_real_settings_object(rsa_key, monkeypatch):
+    from connector.settings import Settings
+
+    monkeypatch.setenv("CONNECTOR_STAMP_REGION", "us")
+    monkeypatch.setenv("CONNECTOR_STORAGE_ACCOUNT_NAME", "devstoreaccount1")
+    monkeypatch.setenv("CONNECTOR_CLIENT_ASSERTION_KEY", pem(rsa_key))
+    ring = key_ring_from_settings(Settings())
+    assert ring.kid == ClientAssertionSigner(rsa_key).kid

@@ -45,6 +45,11 @@ SAFE_DEFAULTS = {
     "graph_client_secret": "none with the managed identity; a multi-tenant app registration sets it as a Key Vault reference",
     "graph_notification_certificate": "only for rich notifications: the operator adds it (infra/README.md)",
     "graph_notification_key": "with the certificate, as a Key Vault reference (infra/README.md)",
+    "client_assertion_previous_key": "set by the operator only while rotating the key (infra/README.md)",
+    "client_assertion_next_key": "set by the operator only while rotating the key (infra/README.md)",
+    "sms_rate_per_minute": "ACS's documented toll-free limit",
+    "optout_key": "set once by the operator as a Key Vault reference and kept: a new key forgets every STOP",
+    "acs_events_key": "set by the operator with the Event Grid subscription's secret header (infra/README.md)",
     "client_assertion_key": "only for private_key_jwt apps: the operator adds it as a Key Vault reference (infra/README.md)",
 }
 # Accepted only for emulators on loopback: must never reach Azure.
@@ -300,7 +305,7 @@ def test_storage_takes_entra_id_only_over_tls12():
     assert props["supportsHttpsTrafficOnly"] is True
 
 
-def test_stamp_creates_the_connector_tables_and_queue():
+def test_stamp_creates_the_connector_tables_and_queues():
     tree = parsed(STAMP)
     names = []
 
@@ -314,8 +319,9 @@ def test_stamp_creates_the_connector_tables_and_queue():
     _, tables = one_resource(tree, "Microsoft.Storage/storageAccounts/tableServices/tables")
     assert tables["config"]["loop_type"]["detail"]["array_name"] == "tableNames"
     assert tree["parameters"]["provisioningQueueName"]["default"] == Settings.model_fields["provisioning_queue"].default
-    _, queue = one_resource(tree, "Microsoft.Storage/storageAccounts/queueServices/queues")
-    assert config(queue)["name"] == "provisioningQueueName"
+    queues = {config(q)["name"] for q in resources_of_type(tree, "Microsoft.Storage/storageAccounts/queueServices/queues").values()}
+    assert queues == {"provisioningQueueName", Settings.model_fields["scan_queue"].default,
+                      Settings.model_fields["send_queue"].default}
 
 
 def role_assignments(tree: dict) -> list[dict]:

@@ -19,17 +19,44 @@ here as ``UpstreamError`` with ACS's status only, never the number or the text.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timezone
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
+from connector.adapters.net.headers import retry_after_seconds
 from connector.errors import UpstreamError, UpstreamUnavailable
 from connector.settings import Settings
 
 
+class NumberPacer:
+    """Keeps one process's sends from each number under ACS's per-number limit (toll-free: 200
+    message units a minute), spacing them evenly with a margin; ACS's 429 covers the rest (the
+    sender puts a throttled message back on the queue after Retry-After)."""
+
+    MARGIN = 0.95
+
+    def __init__(self, per_minute: int, *, clock=time.monotonic, sleep=time.sleep):
+        self._interval = 60.0 / (per_minute * self.MARGIN) if per_minute > 0 else 0.0
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def wait(self, number: str) -> None:
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next.get(number, now))
+            self._next[number] = slot + self._interval
+        if slot > now:
+            self._sleep(slot - now)
+
+
 class AcsSmsSender:
-    def __init__(self, client) -> None:
+    def __init__(self, client, pacer: NumberPacer | None = None) -> None:
         self._client = client  # azure.communication.sms.SmsClient
+        self._pacer = pacer
 
     def send(self, *, from_number: str, to_number: str, message: str, repeatability_id: str,
              first_sent: datetime, tag: str | None = None) -> str:
@@ -42,6 +69,8 @@ class AcsSmsSender:
             message=message,
             sms_send_options=SmsSendOptions(enable_delivery_report=True, tag=tag),
         )
+        if self._pacer is not None:
+            self._pacer.wait(from_number)
         try:
             response = self._client._sms_service_client.sms.send(request)
         except ClientAuthenticationError as exc:
@@ -49,7 +78,9 @@ class AcsSmsSender:
         except HttpResponseError as exc:
             status = exc.status_code or 0
             if status == 429 or status >= 500:
-                raise UpstreamUnavailable(f"Azure Communication Services is busy (HTTP {status})") from exc
+                headers = exc.response.headers if exc.response is not None else None
+                raise UpstreamUnavailable(f"Azure Communication Services is busy (HTTP {status})",
+                                          retry_after=retry_after_seconds(headers)) from exc
             raise UpstreamError(f"Azure Communication Services refused the SMS (HTTP {status})") from exc
         except AzureError as exc:
             raise UpstreamUnavailable("Azure Communication Services did not answer") from exc
@@ -78,4 +109,7 @@ def sms_sender_from_settings(settings: Settings) -> AcsSmsSender:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    return AcsSmsSender(SmsClient(settings.acs_endpoint, credential))
+    # Few retries of our own: a throttled message goes back on the queue rather than holding a
+    # worker through azure-core's default ten retries.
+    client = SmsClient(settings.acs_endpoint, credential, retry_total=1)
+    return AcsSmsSender(client, NumberPacer(settings.sms_rate_per_minute))

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from connector.adapters.storage.tables import ModelTable, Versioned
 from connector.domain.endpoint import FhirEndpoint, normalize_base_url
 from connector.domain.launch import LaunchState
-from connector.domain.notification import NotificationClaim
+from connector.domain.notification import (
+    NotificationClaim, NotificationRef, NotificationStatus, notification_keys,
+)
 from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.tenant import Tenant
 from connector.domain.usage import UsageEvent
@@ -72,6 +74,10 @@ class TableEndpointRepository:
 
     def list_endpoints(self, tenant_id: str) -> list[Versioned[FhirEndpoint]]:
         return sorted(self._endpoints.partition(tenant_id), key=lambda v: v.item.endpoint_id)
+
+    def all_endpoints(self) -> list[FhirEndpoint]:
+        """Every endpoint of every tenant in this stamp (the reminder timer's fan-out)."""
+        return [v.item for v in self._endpoints.query("PartitionKey ne @none", {"none": ""})]
 
     def _claim_url(self, endpoint: FhirEndpoint) -> str:
         """Claim the endpoint's URL for it. A claim left behind by a crash (its endpoint gone,
@@ -146,13 +152,14 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def _notification_keys(claim: NotificationClaim) -> tuple[str, str]:
-    start = _utc(claim.appointment_start).strftime("%Y%m%dT%H%M%SZ")
-    return (f"{claim.tenant_id}_{claim.endpoint_id}", f"{claim.appointment_id}_{claim.kind.value}_{start}")
+_notification_keys = notification_keys
 
 
 class TableNotificationRepository:
-    """``notifications``: one row per (appointment, kind, start): the exactly-once ticket."""
+    """``notifications``: one row per (appointment, kind, offset, start): the exactly-once ticket.
+
+    Rows of one endpoint share a partition, keyed ``{appointment}_{kind}{offset}_{start}``, so an
+    appointment's rows are one range query."""
 
     def __init__(self, table: ModelTable[NotificationClaim]):
         self._table = table
@@ -161,11 +168,35 @@ class TableNotificationRepository:
         """True if this caller won the right to send this message; False if someone already did."""
         return self._table.try_insert(claim)
 
-    def get_notification(self, claim: NotificationClaim) -> Versioned[NotificationClaim] | None:
-        return self._table.get(*_notification_keys(claim))
+    def get_notification(self, ref: NotificationClaim | NotificationRef) -> Versioned[NotificationClaim] | None:
+        return self._table.get(*_notification_keys(ref))
 
     def record_outcome(self, claim: NotificationClaim, etag: str) -> str:
         return self._table.replace(claim, etag)
+
+    def for_appointment(self, tenant_id: str, endpoint_id: str, appointment_id: str) -> list[NotificationClaim]:
+        return [v.item for v in self._table.query(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": f"{tenant_id}_{endpoint_id}", "low": f"{appointment_id}_", "high": f"{appointment_id}`"})]
+
+    def for_endpoint(self, tenant_id: str, endpoint_id: str,
+                     status: NotificationStatus | None = None) -> list[Versioned[NotificationClaim]]:
+        if status is None:
+            return list(self._table.partition(f"{tenant_id}_{endpoint_id}"))
+        return list(self._table.query("PartitionKey eq @pk and status eq @status",
+                                      {"pk": f"{tenant_id}_{endpoint_id}", "status": status.value}))
+
+    def by_tag(self, tag: str) -> Versioned[NotificationClaim] | None:
+        partition, _, row = tag.partition("|")
+        try:
+            return self._table.get(partition, row) if partition and row else None
+        except ValueError:  # not a key Table Storage accepts: not a tag of ours
+            return None
+
+    def for_tenant(self, tenant_id: str, status: NotificationStatus) -> list[Versioned[NotificationClaim]]:
+        return list(self._table.query(
+            "PartitionKey ge @low and PartitionKey lt @high and status eq @status",
+            {"low": f"{tenant_id}_", "high": f"{tenant_id}`", "status": status.value}))
 
 
 class TableUsageEventLog:
@@ -224,6 +255,10 @@ class TablePhoneNumberRepository:
     def save_provisioning(self, operation: NumberProvisioning, etag: str) -> str:
         return self._operations.replace(operation, etag)
 
+    def owner_of(self, phone_number: str) -> str | None:
+        found = next(self._numbers.query("RowKey eq @number", {"number": phone_number}), None)
+        return found.item.tenant_id if found else None
+
 
 class TableLaunchStateRepository:
     """``launchstates``: one row per SMART launch in flight, taken (deleted) by its callback."""
@@ -253,6 +288,42 @@ class TableLaunchStateRepository:
 
 def _launch_state_keys(state: str) -> tuple[str, str]:
     return state[:2], state  # spread over partitions by the random state's first characters
+
+
+class OptOut(BaseModel):
+    tenant_id: str
+    number_hash: str
+    opted_out: bool
+    at: datetime  # when the patient said so (STOP or START): a later word wins, whatever order they arrive in
+
+
+class TableOptOutRepository:
+    """``optouts``: who replied STOP (or START again), per tenant, by a keyed hash of the number."""
+
+    def __init__(self, table: ModelTable[OptOut]):
+        self._table = table
+
+    def is_opted_out(self, tenant_id: str, number_hash: str) -> bool:
+        stored = self._table.get(tenant_id, number_hash)
+        return stored is not None and stored.item.opted_out
+
+    def record_choice(self, tenant_id: str, number_hash: str, *, opted_out: bool, at: datetime) -> bool:
+        """Record STOP (``opted_out``) or START said at ``at``; an older word than the one kept is
+        ignored (Event Grid delivers in no order). True when the row changed."""
+        choice = OptOut(tenant_id=tenant_id, number_hash=number_hash, opted_out=opted_out, at=at)
+        for _ in range(3):
+            stored = self._table.get(tenant_id, number_hash)
+            try:
+                if stored is None:
+                    self._table.insert(choice)
+                elif stored.item.at >= at:
+                    return False
+                else:
+                    self._table.replace(choice, stored.etag)
+                return True
+            except (Conflict, ConcurrencyConflict):
+                continue  # another event for the same number just now: read again
+        raise ConcurrencyConflict("the opt-out list kept changing; the event will be retried")
 
 
 class TableVisitRepository:
@@ -332,11 +403,12 @@ class StampTables:
         self.join_links = table("joinlinks", JoinLink, lambda link: (link.token_hash[:2], link.token_hash))
         self.subscriptions = table("meetingsubs", SubscriptionLink,
                                    lambda sub: (TableSubscriptionRepository.PARTITION, sub.subscription_id))
+        self.opt_outs = table("optouts", OptOut, lambda o: (o.tenant_id, o.number_hash))
 
     def all(self) -> list[ModelTable]:
         return [self.tenants, self.endpoints, self.endpoint_urls, self.notifications, self.usage_events,
                 self.phone_numbers, self.number_operations, self.launch_states, self.visits, self.join_links,
-                self.subscriptions]
+                self.subscriptions, self.opt_outs]
 
     def create_missing(self) -> None:
         for table in self.all():

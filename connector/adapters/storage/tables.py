@@ -120,6 +120,14 @@ class ModelTable(Generic[M]):
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be written") from exc
 
+    def query(self, filter_: str, parameters: dict[str, str]) -> Iterator[Versioned[M]]:
+        """Rows matching an OData filter with ``@name`` parameters (values are never spliced in)."""
+        try:
+            for entity in self._client.query_entities(filter_, parameters=parameters):
+                yield self._versioned(entity)
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be read") from exc
+
     def partition(self, partition_key: str) -> Iterator[Versioned[M]]:
         try:
             entities = self._client.query_entities(

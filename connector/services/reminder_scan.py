@@ -1,0 +1,187 @@
+"""Finding the messages that are due: the timer fans out, each scan job claims and enqueues.
+
+    jobs = scan.fan_out()                       # one ScanJob per SMS-ready endpoint, on a queue
+    result = scan.scan_endpoint(tenant, endpoint)   # a queue-triggered job
+
+A scan job reads the endpoint's appointments with SMART Backend Services (Cerner searches
+Appointment by one location plus ``date`` ge/lt, so the endpoint names its locations), keeps
+the virtual ones, and asks the domain which messages each is due. Each due message is claimed
+by a conditional insert and put on the send queue, hidden until it is due: two scans racing
+claim it once. A claim whose enqueue failed (or whose scan crashed in between) is queued by the
+next scan; a duplicate message on the queue is harmless, because the sender acts on the row.
+
+Finding and sending are separate (the sender re-reads everything when the message fires).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from pydantic import BaseModel
+
+from connector.domain.endpoint import FhirEndpoint
+from connector.domain.integration import BACKEND_SCOPES
+from connector.domain.notification import NotificationClaim, NotificationRef, NotificationStatus
+from connector.domain.reminders import AppointmentSnapshot, ReminderPolicy, due_messages
+from connector.errors import ConcurrencyConflict, ConnectorError
+from connector.services import fhir_context
+from connector.services.ports import (
+    BackendTokens, Clock, EndpointRepository, NotificationRepository, Queue, ScanFhir, TenantRepository,
+)
+
+log = logging.getLogger("connector.reminders")
+
+# A claim not on the queue this long after it was made: its scan crashed or its enqueue failed.
+REQUEUE_AFTER = timedelta(seconds=30)
+PAGE_SIZE = 100  # Cerner's largest _count
+
+
+class ScanJob(BaseModel):
+    """One endpoint to scan (a queue message: ids only)."""
+
+    tenant_id: str
+    endpoint_id: str
+
+
+@dataclass
+class ScanResult:
+    appointments: int = 0
+    virtual: int = 0
+    claimed: int = 0
+    requeued: int = 0
+    skipped_resources: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def not_ready_reason(endpoint: FhirEndpoint, tenant, policy: ReminderPolicy) -> str | None:
+    """Why this endpoint's reminders are off (None: they are on)."""
+    if not policy.enabled:
+        return "reminders are off"
+    if tenant is None or not tenant.sms_allowed:
+        return "SMS is not consented"
+    if not endpoint.linked_number:
+        return "no SMS number is linked"
+    if not endpoint.backend_client_id or not endpoint.token_url:
+        return "no backend client id"
+    if not endpoint.location_ids:
+        return "no locations to scan"
+    return None
+
+
+class ReminderScan:
+    def __init__(self, tenants: TenantRepository, endpoints: EndpointRepository, notifications: NotificationRepository,
+                 fhir: ScanFhir, tokens: BackendTokens, scan_queue: Queue, send_queue: Queue, clock: Clock):
+        self._tenants = tenants
+        self._endpoints = endpoints
+        self._notifications = notifications
+        self._fhir = fhir
+        self._tokens = tokens
+        self._scan_queue = scan_queue
+        self._send_queue = send_queue
+        self._clock = clock
+
+    def fan_out(self) -> int:
+        """Queue one scan job per endpoint whose reminders are on; returns how many."""
+        jobs = 0
+        for endpoint in self._endpoints.all_endpoints():
+            tenant = self._tenants.get_tenant(endpoint.tenant_id)
+            reason = not_ready_reason(endpoint, tenant.item if tenant else None, endpoint.reminder_policy)
+            if reason:
+                continue
+            self._scan_queue.send(ScanJob(tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id))
+            jobs += 1
+        log.info("reminder scan fanned out to %d endpoint(s)", jobs)
+        return jobs
+
+    def scan_endpoint(self, tenant_id: str, endpoint_id: str) -> ScanResult:
+        result = ScanResult()
+        stored = self._endpoints.get_endpoint(tenant_id, endpoint_id)
+        tenant = self._tenants.get_tenant(tenant_id)
+        if stored is None:
+            return result
+        endpoint, policy = stored.item, stored.item.reminder_policy
+        if not_ready_reason(endpoint, tenant.item if tenant else None, policy):
+            return result
+        now = self._clock.now()
+        window_end = now + timedelta(days=policy.look_ahead_days)
+
+        def token() -> str:  # asked for each page: cached, and fresh across a long walk
+            return self._tokens.token(endpoint, endpoint.token_url, BACKEND_SCOPES)
+
+        for location in endpoint.location_ids:
+            pages = self._fhir.search_pages(endpoint.base_url, token, "Appointment", [
+                ("location", location), ("date", f"ge{_instant(now)}"), ("date", f"lt{_instant(window_end)}"),
+                ("_count", str(PAGE_SIZE))])
+            for page in pages:
+                result.skipped_resources += len(page.skipped)  # logged by id where they were skipped
+                for appointment in page.resources:
+                    result.appointments += 1
+                    try:
+                        self._consider(endpoint, policy, appointment, location, now, result)
+                    except ConnectorError:
+                        raise  # storage or queue trouble: the job is retried, claims already made stand
+                    except Exception as exc:  # one odd resource must not stop the endpoint's scan
+                        result.skipped_resources += 1
+                        log.warning("skipped appointment %s: %s", appointment.id, type(exc).__name__)
+        result.requeued = self._requeue_stranded(endpoint, now)
+        log.info("scanned endpoint %s: %d appointments, %d virtual, %d claimed, %d requeued",
+                 endpoint.endpoint_id, result.appointments, result.virtual, result.claimed, result.requeued)
+        return result
+
+    def _consider(self, endpoint: FhirEndpoint, policy: ReminderPolicy, appointment, location: str,
+                  now: datetime, result: ScanResult) -> None:
+        if not fhir_context.has_times(appointment) or not is_virtual(appointment, policy):
+            return
+        result.virtual += 1
+        when = fhir_context.window(appointment)
+        snapshot = AppointmentSnapshot(
+            appointment_id=appointment.id, status=appointment.status or "", start=when.start, end=when.end,
+            patient_id=fhir_context.participant_id(appointment, "Patient"),
+            location_id=fhir_context.participant_id(appointment, "Location") or location)
+        claims = self._notifications.for_appointment(endpoint.tenant_id, endpoint.endpoint_id, appointment.id)
+        for due in due_messages(snapshot, policy, claims, now):
+            claim = NotificationClaim(
+                tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id, appointment_id=appointment.id,
+                kind=due.kind, offset_minutes=due.offset_minutes, appointment_start=due.appointment_start,
+                claimed_at=now, due_at=due.due_at, department=snapshot.location_id)
+            if not self._notifications.claim_notification(claim):
+                continue  # another scan claimed it: it queues it too
+            result.claimed += 1
+            result.by_kind[due.kind.value] = result.by_kind.get(due.kind.value, 0) + 1
+            self._enqueue(claim, now)
+
+    def _enqueue(self, claim: NotificationClaim, now: datetime) -> None:
+        delay = max((claim.due_at or now) - now, timedelta(0))
+        self._send_queue.send(NotificationRef.of(claim), delay=delay)
+        stored = self._notifications.get_notification(claim)
+        if stored is not None and stored.item.status is NotificationStatus.claimed:
+            try:
+                self._notifications.record_outcome(
+                    stored.item.model_copy(update={"status": NotificationStatus.queued, "queued_at": now}),
+                    stored.etag)
+            except ConcurrencyConflict:
+                pass  # the sender got to it first: it is on its way
+
+    def _requeue_stranded(self, endpoint: FhirEndpoint, now: datetime) -> int:
+        stranded = [v for v in self._notifications.for_endpoint(endpoint.tenant_id, endpoint.endpoint_id,
+                                                                NotificationStatus.claimed)
+                    if v.item.claimed_at < now - REQUEUE_AFTER]
+        for stored in stranded:
+            self._enqueue(stored.item, now)
+        return len(stranded)
+
+
+def is_virtual(appointment, policy: ReminderPolicy) -> bool:
+    rule = policy.virtual_visit
+    if rule.cerner_video_visit and fhir_context.is_video_visit(appointment):
+        return True
+    types = fhir_context.code_set([appointment.appointmentType]) if appointment.appointmentType else set()
+    services = fhir_context.code_set(appointment.serviceType)
+    return bool(types & set(rule.appointment_type_codes) or services & set(rule.service_type_codes))
+
+
+def _instant(moment: datetime) -> str:
+    """Cerner wants a time and a zone on each ``date`` bound."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
