@@ -13,19 +13,20 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel
+if TYPE_CHECKING:  # annotations only: importing the app must not build every domain model
+    from pydantic import BaseModel
 
-from connector.domain.endpoint import FhirEndpoint
-from connector.domain.launch import LaunchState
-from connector.domain.meeting import CallSubscription, MeetingRequest, OnlineMeeting
-from connector.domain.notification import NotificationClaim, NotificationRef, NotificationStatus
-from connector.domain.phone_number import NumberProvisioning, PhoneNumber
-from connector.domain.smart import SmartConfiguration, TokenResponse
-from connector.domain.tenant import Tenant
-from connector.domain.usage import UsageEvent
-from connector.domain.visit import JoinLink, SubscriptionLink, Visit
+    from connector.domain.endpoint import FhirEndpoint
+    from connector.domain.launch import LaunchState
+    from connector.domain.meeting import CallSubscription, MeetingRequest, OnlineMeeting
+    from connector.domain.notification import NotificationClaim, NotificationRef, NotificationStatus
+    from connector.domain.phone_number import NumberProvisioning, PhoneNumber
+    from connector.domain.smart import SmartConfiguration, TokenResponse
+    from connector.domain.tenant import Tenant
+    from connector.domain.usage import UsageEvent
+    from connector.domain.visit import JoinLink, SubscriptionLink, Visit
 
 T = TypeVar("T")
 
