@@ -141,6 +141,10 @@ class FakeEndpointRepository:
     def list_endpoints(self, tenant_id: str) -> list[Versioned[FhirEndpoint]]:
         return sorted((v for (t, _), v in self.endpoints.items() if t == tenant_id), key=lambda v: v.item.endpoint_id)
 
+    def all_endpoints(self) -> list[FhirEndpoint]:
+        """Every endpoint of every tenant (the reminder timer's fan-out), by (tenant, id)."""
+        return [v.item for _, v in sorted(self.endpoints.items())]
+
     def _owns(self, url: str, owner: tuple[str, str]) -> bool:
         stored = self.endpoints.get(owner)
         return stored is not None and normalize_base_url(stored.item.base_url) == url
@@ -259,6 +263,11 @@ class FakePhoneNumberRepository:
     def etag_of(self, operation_id: str) -> str:
         [stored] = [v for (_, o), v in self.operations.items() if o == operation_id]
         return stored.etag
+
+    def owner_of(self, phone_number: str) -> str | None:
+        """The tenant that owns this number in the stamp, if any (like ``TableNumberRepository``:
+        the first row whose number matches)."""
+        return next((t for (t, n) in sorted(self.numbers) if n == phone_number), None)
 
 
 # -- Queue -----------------------------------------------------------------------------------
@@ -841,3 +850,199 @@ class FakeFhirReader:
         """(type, id) of every read, in order."""
         return [(t, what) for method, t, what, _ in self.calls
                 if method in ("read", "read_versioned") and (resource_type is None or t == resource_type)]
+
+
+# ============================================================================================
+# Fakes of the reminder ports (scan FHIR, backend tokens, notifications, opt-outs). Their
+# imports are kept here, with the fakes that need them.
+# ============================================================================================
+
+from connector.adapters.fhir.parsing import FhirParseError  # noqa: E402
+from connector.adapters.fhir.retry import SearchPage  # noqa: E402
+from connector.domain.notification import (  # noqa: E402
+    NotificationClaim, NotificationRef, NotificationStatus, notification_keys,
+)
+
+
+# -- ScanFhir --------------------------------------------------------------------------------
+
+
+class FakeScanFhir(FakeFhirReader):
+    """A :class:`FakeFhirReader` that also walks searches page by page, like
+    ``RetryingFhir.search_pages``: the matching resources (same parameters as ``search``, plus
+    ``_count``, the page size unless ``page_size`` overrides it) sorted by start then id, as
+    ``SearchPage``s of R4B models. ``access_token`` may be a function: it is called once per page,
+    as the real walk does. Documents put with ``put_unparsable`` match like the others but do
+    not parse: their ids land in the page's ``skipped``. Each page is one call recorded in
+    ``calls`` as ("search_pages", type, params, token); ``errors["search_pages"]`` raises once."""
+
+    def __init__(self, *documents: dict[str, Any], page_size: int | None = None):
+        super().__init__(*documents)
+        self.page_size = page_size
+        self.unparsable: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def put_unparsable(self, document: dict[str, Any]) -> None:
+        try:
+            parse_resource(document)
+        except FhirParseError:
+            self.unparsable[(document["resourceType"], document["id"])] = copy.deepcopy(document)
+            return
+        raise AssertionError("put_unparsable wants a document the real client refuses")
+
+    @staticmethod
+    def _start_key(document: dict[str, Any]) -> tuple[int, datetime, str]:
+        start = document.get("start")
+        if not start:
+            return 1, datetime.min.replace(tzinfo=timezone.utc), document["id"]
+        return 0, datetime.fromisoformat(start.replace("Z", "+00:00")), document["id"]
+
+    def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
+                     params: list[tuple[str, str]]) -> Iterable[SearchPage]:
+        params = list(params)
+        counts = [value for name, value in params if name == "_count"]
+        filters = [(name, value) for name, value in params if name != "_count"]
+        size = self.page_size or (int(counts[-1]) if counts else 50)
+        documents = [*self.resources.items(), *self.unparsable.items()]
+        matching = sorted((document for (kind, _), document in documents
+                           if kind == resource_type and all(self._matches(document, n, v) for n, v in filters)),
+                          key=self._start_key)
+        chunks = [matching[i:i + size] for i in range(0, len(matching), size)] or [[]]
+        for number, chunk in enumerate(chunks, start=1):
+            token = access_token() if callable(access_token) else access_token
+            self._enter("search_pages", resource_type, params, token)
+            resources, skipped = [], []
+            for document in chunk:
+                try:
+                    resources.append(parse_resource(copy.deepcopy(document), expected=resource_type).resource)
+                except FhirParseError:
+                    skipped.append(document["id"])
+            yield SearchPage(number, resources, skipped, len(chunk))
+
+    # for the tests
+    def page_walks(self) -> list[tuple[str, list[tuple[str, str]], str]]:
+        """(type, params, token) of every page fetched, in order."""
+        return [(t, what, token) for method, t, what, token in self.calls if method == "search_pages"]
+
+
+# -- BackendTokens ---------------------------------------------------------------------------
+
+
+class FakeBackendTokens:
+    """SMART Backend Services as the scans see it: answers ``access_token`` (``errors`` are
+    raised first, one per call); ``calls`` records (tenant, endpoint id, token URL, scopes)."""
+
+    def __init__(self, access_token: str = "backend-access-token"):
+        self.access_token = access_token
+        self.calls: list[tuple[str, str, str | None, tuple[str, ...]]] = []
+        self.errors: list[Exception] = []
+
+    def token(self, endpoint: FhirEndpoint, token_url: str, scopes: tuple[str, ...]) -> str:
+        self.calls.append((endpoint.tenant_id, endpoint.endpoint_id, token_url, tuple(scopes)))
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.access_token
+
+
+# -- NotificationRepository ------------------------------------------------------------------
+
+
+class FakeNotificationRepository:
+    """Notification rows keyed like ``TableNotificationRepository`` (``notification_keys``:
+    tenant+endpoint, appointment+kind+offset+start instant in UTC) with ETags: a claim is a
+    conditional insert (False when the key exists), an outcome needs the ETag the row was read
+    with (else, or for a vanished row, ConcurrencyConflict). ``before_claim(claim)`` and
+    ``before_record(claim)`` run first (to let another scan or sender in); ``claim_calls`` and
+    ``records`` count what reached the repository."""
+
+    def __init__(self, *claims: NotificationClaim):
+        self.rows: dict[tuple[str, str], Versioned[NotificationClaim]] = {}
+        self._etags = FakeEtags()
+        self.claim_calls = 0
+        self.records = 0
+        self.before_claim: Callable[[NotificationClaim], None] | None = None
+        self.before_record: Callable[[NotificationClaim], None] | None = None
+        for claim in claims:
+            self.put(claim)
+
+    def claim_notification(self, claim: NotificationClaim) -> bool:
+        if self.before_claim is not None:
+            self.before_claim(claim)
+        self.claim_calls += 1
+        key = notification_keys(claim)
+        if key in self.rows:
+            return False
+        self.rows[key] = Versioned(claim.model_copy(deep=True), self._etags.next())
+        return True
+
+    def get_notification(self, ref: NotificationClaim | NotificationRef) -> Versioned[NotificationClaim] | None:
+        return self.rows.get(notification_keys(ref))
+
+    def record_outcome(self, claim: NotificationClaim, etag: str) -> str:
+        if self.before_record is not None:
+            self.before_record(claim)
+        self.records += 1
+        key = notification_keys(claim)
+        stored = self.rows.get(key)
+        if stored is None or stored.etag != etag:
+            raise ConcurrencyConflict("NotificationClaim changed or vanished since it was read; read it again")
+        new = self._etags.next()
+        self.rows[key] = Versioned(claim.model_copy(deep=True), new)
+        return new
+
+    def _sorted(self) -> list[tuple[tuple[str, str], Versioned[NotificationClaim]]]:
+        return sorted(self.rows.items())
+
+    def for_appointment(self, tenant_id: str, endpoint_id: str, appointment_id: str) -> list[NotificationClaim]:
+        partition = f"{tenant_id}_{endpoint_id}"
+        return [v.item for (p, r), v in self._sorted() if p == partition and r.startswith(f"{appointment_id}_")]
+
+    def for_endpoint(self, tenant_id: str, endpoint_id: str,
+                     status: NotificationStatus | None = None) -> list[Versioned[NotificationClaim]]:
+        partition = f"{tenant_id}_{endpoint_id}"
+        return [v for (p, _), v in self._sorted() if p == partition and (status is None or v.item.status is status)]
+
+    def for_tenant(self, tenant_id: str, status: NotificationStatus) -> list[Versioned[NotificationClaim]]:
+        return [v for (p, _), v in self._sorted() if p.startswith(f"{tenant_id}_") and v.item.status is status]
+
+    def by_tag(self, tag: str) -> Versioned[NotificationClaim] | None:
+        partition, _, row = tag.partition("|")
+        return self.rows.get((partition, row)) if partition and row else None
+
+    # for the tests
+    def put(self, claim: NotificationClaim) -> str:
+        """Store a row as it is (any status), replacing one with the same key; returns its ETag."""
+        etag = self._etags.next()
+        self.rows[notification_keys(claim)] = Versioned(claim.model_copy(deep=True), etag)
+        return etag
+
+    def items(self) -> list[NotificationClaim]:
+        return [v.item for _, v in self._sorted()]
+
+    def item(self, ref: NotificationClaim | NotificationRef) -> NotificationClaim:
+        return self.rows[notification_keys(ref)].item
+
+    def etag(self, ref: NotificationClaim | NotificationRef) -> str:
+        return self.rows[notification_keys(ref)].etag
+
+
+# -- OptOutRepository ------------------------------------------------------------------------
+
+
+class FakeOptOutRepository:
+    """Opt-outs by (tenant, number hash) like ``TableOptOutRepository``: the word said last
+    (by ``at``) wins whatever order they arrive in; an older or same-instant word is ignored
+    (``record_choice`` answers False). ``choices`` maps (tenant, hash) -> (opted_out, at)."""
+
+    def __init__(self):
+        self.choices: dict[tuple[str, str], tuple[bool, datetime]] = {}
+
+    def is_opted_out(self, tenant_id: str, number_hash: str) -> bool:
+        stored = self.choices.get((tenant_id, number_hash))
+        return stored is not None and stored[0]
+
+    def record_choice(self, tenant_id: str, number_hash: str, *, opted_out: bool, at: datetime) -> bool:
+        stored = self.choices.get((tenant_id, number_hash))
+        if stored is not None and stored[1] >= at:
+            return False
+        self.choices[(tenant_id, number_hash)] = (opted_out, at)
+        return True

@@ -52,7 +52,7 @@ class NotificationClaim(BaseModel):
     endpoint_id: str
     appointment_id: str
     kind: NotificationKind
-    offset_minutes: int = 0  # reminders: minutes before the start
+    offset_minutes: int = 0  # reminders: minutes before the start; updates: which update (0, 1, ...)
     # The appointment start the message is about: a reschedule is a new message.
     appointment_start: AwareDatetime
     status: NotificationStatus = NotificationStatus.claimed
@@ -79,7 +79,8 @@ def notification_keys(claim: "NotificationClaim | NotificationRef") -> tuple[str
     from datetime import timezone
 
     start = claim.appointment_start.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    kind = claim.kind.value + (str(claim.offset_minutes) if claim.kind is NotificationKind.reminder else "")
+    numbered = claim.kind is NotificationKind.reminder or (claim.kind is NotificationKind.update and claim.offset_minutes)
+    kind = claim.kind.value + (str(claim.offset_minutes) if numbered else "")
     return f"{claim.tenant_id}_{claim.endpoint_id}", f"{claim.appointment_id}_{kind}_{start}"
 
 

@@ -170,9 +170,10 @@ def notification_sms(kind: str, language: str, *, clinic: str, start: datetime, 
     zone; ``link`` None only for a cancellation), in at most two segments: a long clinic name is
     shortened to fit, never the link."""
     when = when_text(start, today, language)
-    name = clinic
-    while True:
-        text = to_gsm7(NOTIFICATION_SMS[kind][language].format(clinic=name, when=when, link=link or ""))
-        if segments(text) <= MAX_SEGMENTS or len(name) <= 12:
-            return text
-        name = name[: max(12, len(name) - 8)].rstrip() + "..."
+    template = NOTIFICATION_SMS[kind][language]
+    text = to_gsm7(template.format(clinic=clinic, when=when, link=link or ""))
+    for keep in range(len(clinic) - 8, 8, -8):  # shorter and shorter, down to a few letters
+        if segments(text) <= MAX_SEGMENTS:
+            break
+        text = to_gsm7(template.format(clinic=clinic[:keep].rstrip() + "...", when=when, link=link or ""))
+    return text

@@ -6,7 +6,8 @@ before it texts. Each due message is claimed by a conditional insert keyed by (e
 appointment, kind, offset, start instant), which is what makes it exactly once.
 
 - **confirmation**: the first time the appointment is seen booked;
-- **update**: the start moved after the patient was told a start (one per new start);
+- **update**: the start moved after the patient was told a start (one per move; updates are
+  numbered in ``offset_minutes``, so moving back to an earlier start is announced too);
 - **cancellation**: cancelled after a confirmation;
 - **reminder**: at each configured offset before the start (a reminder already more than
   :data:`LATE_GRACE` late when first seen is not sent: it would only confuse).
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connector.domain.notification import NotificationClaim, NotificationKind
+from connector.domain.notification import NotificationClaim, NotificationKind, NotificationStatus, SkipReason
 
 LATE_GRACE = timedelta(minutes=15)
 MAX_DELAY = timedelta(days=7)  # a Storage Queue message can be hidden seven days at most
@@ -98,8 +99,13 @@ def due_messages(appointment: AppointmentSnapshot, policy: ReminderPolicy, claim
     """The messages ``appointment`` is due that no row has claimed yet (``claims``: its rows)."""
     if not policy.enabled:
         return []
-    claimed = {(c.kind, c.offset_minutes, _utc(c.appointment_start)) for c in claims}
-    told = [c for c in claims if c.kind in (NotificationKind.confirmation, NotificationKind.update)]
+    # A reminder skipped because the visit had moved may be due again if it moves back.
+    claimed = {(c.kind, c.offset_minutes, _utc(c.appointment_start)) for c in claims
+               if not (c.kind is NotificationKind.reminder and c.skip_reason is SkipReason.moved)}
+    told = [c for c in claims if c.kind in (NotificationKind.confirmation, NotificationKind.update)
+            and c.status is not NotificationStatus.skipped]
+    confirmed = any(c.kind is NotificationKind.confirmation for c in claims)
+    updates = sum(1 for c in claims if c.kind is NotificationKind.update)
     start = appointment.start
     due: list[Due] = []
 
@@ -114,13 +120,14 @@ def due_messages(appointment: AppointmentSnapshot, policy: ReminderPolicy, claim
         return due
     if appointment.status not in BOOKED or start <= now:
         return due
-    if not told:
+    if not confirmed:
         if policy.confirmation:
             add(NotificationKind.confirmation, now)
-    elif policy.update:
+    elif told and policy.update:
         latest = max(told, key=lambda c: c.claimed_at)
         if _utc(latest.appointment_start) != _utc(start):
-            add(NotificationKind.update, now)
+            # Numbered, so a visit moved back to a start announced before is announced again.
+            add(NotificationKind.update, now, updates)
     for offset in policy.reminder_offsets_minutes:
         at = start - timedelta(minutes=offset)
         if at < now - LATE_GRACE or at > now + MAX_DELAY:

@@ -25,7 +25,7 @@ from connector.services.telecom import mobile_phone_e164
 from connector.domain import patient_messages
 from connector.domain.endpoint import FhirEndpoint
 from connector.domain.visit import JOIN_TOKEN_BYTES, JOIN_TOKEN_PATTERN, JoinLink, LinkAudience, Visit, token_hash
-from connector.errors import UnprocessableInput
+from connector.errors import Conflict, UnprocessableInput
 from connector.services import fhir_context
 from connector.services.ports import (
     Clock, EndpointRepository, IdSource, JoinLinkRepository, SmsSender, TenantRepository, VisitRepository,
@@ -69,13 +69,18 @@ class PatientLinks:
         self._base = public_base_url.rstrip("/")
 
     def mint(self, visit: Visit, language: str | None = None, *,
-             audience: LinkAudience = LinkAudience.patient) -> str:
-        """A new link to ``visit`` (kept under 255 characters: SMS and EHR fields)."""
-        token = self._ids.token(JOIN_TOKEN_BYTES)
+             audience: LinkAudience = LinkAudience.patient, token: str | None = None) -> str:
+        """A link to ``visit`` (kept under 255 characters: SMS and EHR fields): a new random token,
+        or the given ``token`` (a message's retries must carry the same link: the same text)."""
+        token = token or self._ids.token(JOIN_TOKEN_BYTES)
         now = self._clock.now()
-        self._links.add_link(JoinLink(
-            token_hash=token_hash(token), audience=audience, tenant_id=visit.tenant_id, endpoint_id=visit.endpoint_id,
-            appointment_id=visit.appointment_id, created_at=now, expires_at=visit.link_expires_at))
+        try:
+            self._links.add_link(JoinLink(
+                token_hash=token_hash(token), audience=audience, tenant_id=visit.tenant_id,
+                endpoint_id=visit.endpoint_id, appointment_id=visit.appointment_id, created_at=now,
+                expires_at=visit.link_expires_at))
+        except Conflict:
+            pass  # the same token again: its row is there
         suffix = f"?hl={language}" if language and language != patient_messages.DEFAULT_LANGUAGE else ""
         return f"{self._base}/api/j/{token}{suffix}"
 

@@ -50,8 +50,7 @@ class ReminderAdmin:
                    policy.enabled)
         return stored_endpoint(self._endpoints, tenant_id, endpoint_id)
 
-    def preview(self, tenant_id: str, endpoint_id: str, policy: ReminderPolicy | None = None,
-                start: datetime | None = None) -> list[PreviewMessage]:
+    def preview(self, tenant_id: str, endpoint_id: str, start: datetime | None = None) -> list[PreviewMessage]:
         """Every message in every language for a sample appointment (tomorrow at 10:00 by default)."""
         endpoint = stored_endpoint(self._endpoints, tenant_id, endpoint_id).item
         zone = ZoneInfo(endpoint.timezone)

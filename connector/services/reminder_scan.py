@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from connector.domain.endpoint import FhirEndpoint
 from connector.domain.integration import BACKEND_SCOPES
-from connector.domain.notification import NotificationClaim, NotificationRef, NotificationStatus
+from connector.domain.notification import NotificationClaim, NotificationRef, NotificationStatus, SkipReason
 from connector.domain.reminders import AppointmentSnapshot, ReminderPolicy, due_messages
 from connector.errors import ConcurrencyConflict, ConnectorError
 from connector.services import fhir_context
@@ -67,6 +67,8 @@ def not_ready_reason(endpoint: FhirEndpoint, tenant, policy: ReminderPolicy) -> 
         return "no backend client id"
     if not endpoint.location_ids:
         return "no locations to scan"
+    if not endpoint.meeting_organizer and not endpoint.department_organizers:
+        return "no Teams meeting organizer (the messages carry the visit's link)"
     return None
 
 
@@ -146,11 +148,23 @@ class ReminderScan:
                 tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id, appointment_id=appointment.id,
                 kind=due.kind, offset_minutes=due.offset_minutes, appointment_start=due.appointment_start,
                 claimed_at=now, due_at=due.due_at, department=snapshot.location_id)
-            if not self._notifications.claim_notification(claim):
+            if not self._notifications.claim_notification(claim) and not self._revive(claim):
                 continue  # another scan claimed it: it queues it too
             result.claimed += 1
             result.by_kind[due.kind.value] = result.by_kind.get(due.kind.value, 0) + 1
             self._enqueue(claim, now)
+
+    def _revive(self, claim: NotificationClaim) -> bool:
+        """A reminder skipped because the visit had moved, due again now that it is back at that
+        start: its row is taken back (a conditional write: one scan wins)."""
+        stored = self._notifications.get_notification(claim)
+        if stored is None or stored.item.skip_reason is not SkipReason.moved:
+            return False
+        try:
+            self._notifications.record_outcome(claim.model_copy(update={"replays": stored.item.replays}), stored.etag)
+        except ConcurrencyConflict:
+            return False
+        return True
 
     def _enqueue(self, claim: NotificationClaim, now: datetime) -> None:
         delay = max((claim.due_at or now) - now, timedelta(0))

@@ -18,6 +18,7 @@ not counted towards the poison queue.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -32,6 +33,7 @@ from connector.domain.notification import (
     NotificationClaim, NotificationKind, NotificationRef, NotificationStatus, SkipReason, notification_tag,
 )
 from connector.domain.reminders import quiet_until
+from connector.domain.visit import JOIN_TOKEN_BYTES
 from connector.domain.usage import UsageEvent, UsageKind
 from connector.errors import ConcurrencyConflict, ConfigurationError, Conflict, NotFound, UpstreamUnavailable
 from connector.services import fhir_context
@@ -124,12 +126,12 @@ class ReminderSender:
 
         patient_id = fhir_context.participant_id(appointment, "Patient")
         patient = self._fhir.read(endpoint.base_url, token, "Patient", patient_id) if patient_id else None
+        channels = fhir_context.reminder_channels(patient) if patient else None
+        if channels is not None and "sms" not in channels:
+            return self._skip(stored, SkipReason.opted_out)  # the chart says: not by text
         number = mobile_phone_e164(patient, policy.country, now=now) if patient else None
         if number is None:
             return self._skip(stored, SkipReason.no_mobile)
-        channels = fhir_context.reminder_channels(patient)
-        if channels is not None and "sms" not in channels:
-            return self._skip(stored, SkipReason.opted_out)  # the chart says: not by text
         if self._opt_outs.is_opted_out(ref.tenant_id, number_hash(self._opt_out_key, ref.tenant_id, number)):
             return self._skip(stored, SkipReason.opted_out)
 
@@ -138,11 +140,17 @@ class ReminderSender:
         link = None
         if claim.kind is not NotificationKind.cancellation:
             visit = self._visits.ensure_visit(endpoint, appointment, ehr_user_id=None)
-            link = self._links.mint(visit.item, language)
+            link = self._links.mint(visit.item, language, token=self._link_token(claim))
         text = patient_messages.notification_sms(
             claim.kind.value, language, clinic=endpoint.display_name or "Your clinic",
             start=start.astimezone(zone), today=now.astimezone(zone).date(), link=link)
         return self._deliver(stored, endpoint, number, text, now)
+
+    def _link_token(self, claim: NotificationClaim) -> str:
+        """The message's own join token, derived from its row key under the stamp's key: every
+        retry writes the same text, as a repeated request to ACS must."""
+        digest = hmac.new(self._opt_out_key, f"join-link:{notification_tag(claim)}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(digest.digest()[:JOIN_TOKEN_BYTES]).decode("ascii")
 
     def _deliver(self, stored: Versioned[NotificationClaim], endpoint: FhirEndpoint, number: str, text: str,
                  now: datetime) -> NotificationStatus:
@@ -158,6 +166,13 @@ class ReminderSender:
         except UpstreamUnavailable as exc:
             if getattr(exc, "retry_after", None) is not None or "429" in exc.message:
                 delay = max(timedelta(seconds=exc.retry_after or 0), MIN_THROTTLE_DELAY)
+                # ACS kept nothing of a throttled request: the next attempt is a new one (its
+                # first-sent time would otherwise age out of ACS's five-minute window).
+                try:
+                    self._notifications.record_outcome(
+                        claim.model_copy(update={"repeatability_id": None, "first_attempt_at": None}), etag)
+                except ConcurrencyConflict:
+                    pass
                 self._queue.send(NotificationRef.of(claim), delay=delay)  # paced, not failed
                 log.info("SMS for endpoint %s throttled; back on the queue", endpoint.endpoint_id)
                 return NotificationStatus.queued

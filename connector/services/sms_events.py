@@ -63,7 +63,7 @@ class SmsEvents:
         try:
             self._usage.append([UsageEvent(
                 tenant_id=claim.tenant_id, event_id=hashlib.sha256(report.message_id.encode()).hexdigest()[:32],
-                at=report.received_at, kind=UsageKind.sms_delivered, endpoint_id=claim.endpoint_id,
+                at=claim.sent_at or report.received_at, kind=UsageKind.sms_delivered, endpoint_id=claim.endpoint_id,
                 department=claim.department)])
         except Conflict:
             pass  # delivered twice by Event Grid: counted once

@@ -109,7 +109,7 @@ def sms_sender_from_settings(settings: Settings) -> AcsSmsSender:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    # Few retries of our own: a throttled message goes back on the queue rather than holding a
-    # worker through azure-core's default ten retries.
-    client = SmsClient(settings.acs_endpoint, credential, retry_total=1)
+    # No retries in the SDK: a throttled message goes back on the queue (after Retry-After) rather
+    # than holding a worker through azure-core's retries; other failures are the queue's to retry.
+    client = SmsClient(settings.acs_endpoint, credential, retry_total=0)
     return AcsSmsSender(client, NumberPacer(settings.sms_rate_per_minute))
