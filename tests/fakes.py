@@ -897,7 +897,8 @@ class FakeScanFhir(FakeFhirReader):
         return 0, datetime.fromisoformat(start.replace("Z", "+00:00")), document["id"]
 
     def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
-                     params: list[tuple[str, str]]) -> Iterable[SearchPage]:
+                     params: list[tuple[str, str]], *, select: Callable[[dict], bool] | None = None,
+                     ) -> Iterable[SearchPage]:
         params = list(params)
         counts = [value for name, value in params if name == "_count"]
         filters = [(name, value) for name, value in params if name != "_count"]
@@ -912,6 +913,8 @@ class FakeScanFhir(FakeFhirReader):
             self._enter("search_pages", resource_type, params, token)
             resources, skipped = [], []
             for document in chunk:
+                if select is not None and not select(document):
+                    continue
                 try:
                     resources.append(parse_resource(copy.deepcopy(document), expected=resource_type).resource)
                 except FhirParseError:
@@ -964,15 +967,20 @@ class FakeNotificationRepository:
         for claim in claims:
             self.put(claim)
 
-    def claim_notification(self, claim: NotificationClaim) -> bool:
+    def claim_notification(self, claim: NotificationClaim) -> str | None:
         if self.before_claim is not None:
             self.before_claim(claim)
         self.claim_calls += 1
         key = notification_keys(claim)
         if key in self.rows:
-            return False
-        self.rows[key] = Versioned(claim.model_copy(deep=True), self._etags.next())
-        return True
+            return None
+        etag = self._etags.next()
+        self.rows[key] = Versioned(claim.model_copy(deep=True), etag)
+        return etag
+
+    def recent(self, tenant_id: str, endpoint_id: str, *, since: datetime) -> list[NotificationClaim]:
+        partition = f"{tenant_id}_{endpoint_id}"
+        return [v.item for (p, _), v in self._sorted() if p == partition and v.item.claimed_at >= since]
 
     def get_notification(self, ref: NotificationClaim | NotificationRef) -> Versioned[NotificationClaim] | None:
         return self.rows.get(notification_keys(ref))

@@ -68,19 +68,34 @@ def has_times(appointment: Appointment) -> bool:
 
 def is_video_visit(appointment: Appointment) -> bool:
     """Cerner's markers: a contained meeting room, or the Video Visit appointment/service type."""
-    for contained in appointment.contained or []:
-        if contained.get_resource_type() == "HealthcareService" and _is_meeting_room(contained):
+    return is_video_visit_json(appointment.model_dump(mode="json", exclude_none=True))
+
+
+def is_video_visit_json(appointment: dict) -> bool:
+    """:func:`is_video_visit` on the Appointment's JSON (a scan decides before it parses)."""
+    for contained in _list(appointment.get("contained")):
+        if isinstance(contained, dict) and contained.get("resourceType") == "HealthcareService" and any(
+                MEETING_ROOM_SUFFIX in str(t.get("text") or "").lower()
+                for t in _list(contained.get("type")) if isinstance(t, dict)):
             return True
-    concepts = [*(appointment.serviceType or []), *([appointment.appointmentType] if appointment.appointmentType else [])]
-    for concept in concepts:
-        texts = [concept.text or "", *((c.display or "") for c in concept.coding or [])]
+    for concept in [*_list(appointment.get("serviceType")), appointment.get("appointmentType")]:
+        if not isinstance(concept, dict):
+            continue
+        texts = [str(concept.get("text") or ""), *(str(c.get("display") or "") for c in _list(concept.get("coding"))
+                                                  if isinstance(c, dict))]
         if any(VIDEO_VISIT_TEXT in text.lower() for text in texts):
             return True
     return False
 
 
-def _is_meeting_room(service) -> bool:
-    return any(MEETING_ROOM_SUFFIX in (t.text or "").lower() for t in getattr(service, "type", None) or [])
+def codes_json(concepts) -> set[str]:
+    """Every code of the given CodeableConcepts' JSON (any system)."""
+    return {c["code"] for concept in concepts if isinstance(concept, dict)
+            for c in _list(concept.get("coding")) if isinstance(c, dict) and isinstance(c.get("code"), str)}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 def today_search(patient_id: str, now: datetime, zone: ZoneInfo) -> list[tuple[str, str]]:

@@ -102,9 +102,11 @@ class PhoneNumberRepository(Protocol):
 
 
 class NotificationRepository(Protocol):
-    def claim_notification(self, claim: NotificationClaim) -> bool:
-        """A conditional insert: True if this caller claimed the message, False if it was claimed."""
+    def claim_notification(self, claim: NotificationClaim) -> str | None:
+        """A conditional insert: the new row's ETag if this caller claimed the message, else None."""
         ...
+
+    def recent(self, tenant_id: str, endpoint_id: str, *, since: datetime) -> list[NotificationClaim]: ...
 
     def get_notification(self, ref: NotificationClaim | NotificationRef) -> Versioned[NotificationClaim] | None: ...
     def record_outcome(self, claim: NotificationClaim, etag: str) -> str: ...
@@ -245,13 +247,15 @@ class SearchPage(Protocol):
     number: int
     resources: list[Any]
     skipped: list[str]
+    total_entries: int
 
 
 class ScanFhir(FhirReader, Protocol):
     """FHIR for scans: reads and searches retried (429 Retry-After, 5xx backoff), pages streamed."""
 
     def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
-                     params: list[tuple[str, str]]) -> Iterable[SearchPage]: ...
+                     params: list[tuple[str, str]], *,
+                     select: Callable[[dict], bool] | None = None) -> Iterable[SearchPage]: ...
 
 
 # -- Microsoft Graph and ACS ------------------------------------------------------------------

@@ -35,6 +35,8 @@ log = logging.getLogger("connector.reminders")
 
 # A claim not on the queue this long after it was made: its scan crashed or its enqueue failed.
 REQUEUE_AFTER = timedelta(seconds=30)
+# Rows older than this cannot matter to appointments in the look-ahead (first seen <= 30 days ahead).
+CLAIMS_LOOK_BACK = timedelta(days=90)
 PAGE_SIZE = 100  # Cerner's largest _count
 
 
@@ -112,16 +114,22 @@ class ReminderScan:
         def token() -> str:  # asked for each page: cached, and fresh across a long walk
             return self._tokens.token(endpoint, endpoint.token_url, BACKEND_SCOPES)
 
+        # One read of the endpoint's recent rows for the whole scan, not one per appointment.
+        claims = self._notifications.recent(tenant_id, endpoint_id, since=now - CLAIMS_LOOK_BACK)
+        by_appointment: dict[str, list[NotificationClaim]] = {}
+        for claim in claims:
+            by_appointment.setdefault(claim.appointment_id, []).append(claim)
         for location in endpoint.location_ids:
             pages = self._fhir.search_pages(endpoint.base_url, token, "Appointment", [
                 ("location", location), ("date", f"ge{_instant(now)}"), ("date", f"lt{_instant(window_end)}"),
-                ("_count", str(PAGE_SIZE))])
+                ("_count", str(PAGE_SIZE))], select=lambda raw: is_virtual_json(raw, policy))
             for page in pages:
+                result.appointments += page.total_entries  # virtual or not
                 result.skipped_resources += len(page.skipped)  # logged by id where they were skipped
-                for appointment in page.resources:
-                    result.appointments += 1
+                for appointment in page.resources:  # the virtual ones, parsed
                     try:
-                        self._consider(endpoint, policy, appointment, location, now, result)
+                        self._consider(endpoint, policy, appointment, location, now, result,
+                                       by_appointment.get(appointment.id, []))
                     except ConnectorError:
                         raise  # storage or queue trouble: the job is retried, claims already made stand
                     except Exception as exc:  # one odd resource must not stop the endpoint's scan
@@ -133,7 +141,7 @@ class ReminderScan:
         return result
 
     def _consider(self, endpoint: FhirEndpoint, policy: ReminderPolicy, appointment, location: str,
-                  now: datetime, result: ScanResult) -> None:
+                  now: datetime, result: ScanResult, claims: list[NotificationClaim]) -> None:
         if not fhir_context.has_times(appointment) or not is_virtual(appointment, policy):
             return
         result.virtual += 1
@@ -142,57 +150,59 @@ class ReminderScan:
             appointment_id=appointment.id, status=appointment.status or "", start=when.start, end=when.end,
             patient_id=fhir_context.participant_id(appointment, "Patient"),
             location_id=fhir_context.participant_id(appointment, "Location") or location)
-        claims = self._notifications.for_appointment(endpoint.tenant_id, endpoint.endpoint_id, appointment.id)
         for due in due_messages(snapshot, policy, claims, now):
             claim = NotificationClaim(
                 tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id, appointment_id=appointment.id,
                 kind=due.kind, offset_minutes=due.offset_minutes, appointment_start=due.appointment_start,
                 claimed_at=now, due_at=due.due_at, department=snapshot.location_id)
-            if not self._notifications.claim_notification(claim) and not self._revive(claim):
+            etag = self._notifications.claim_notification(claim) or self._revive(claim)
+            if not etag:
                 continue  # another scan claimed it: it queues it too
             result.claimed += 1
             result.by_kind[due.kind.value] = result.by_kind.get(due.kind.value, 0) + 1
-            self._enqueue(claim, now)
+            self._enqueue(claim, etag, now)
 
-    def _revive(self, claim: NotificationClaim) -> bool:
+    def _revive(self, claim: NotificationClaim) -> str | None:
         """A reminder skipped because the visit had moved, due again now that it is back at that
-        start: its row is taken back (a conditional write: one scan wins)."""
+        start: its row is taken back (a conditional write: one scan wins). Returns its ETag."""
         stored = self._notifications.get_notification(claim)
         if stored is None or stored.item.skip_reason is not SkipReason.moved:
-            return False
+            return None
         try:
-            self._notifications.record_outcome(claim.model_copy(update={"replays": stored.item.replays}), stored.etag)
+            return self._notifications.record_outcome(claim.model_copy(update={"replays": stored.item.replays}),
+                                                      stored.etag)
         except ConcurrencyConflict:
-            return False
-        return True
+            return None
 
-    def _enqueue(self, claim: NotificationClaim, now: datetime) -> None:
+    def _enqueue(self, claim: NotificationClaim, etag: str, now: datetime) -> None:
         delay = max((claim.due_at or now) - now, timedelta(0))
         self._send_queue.send(NotificationRef.of(claim), delay=delay)
-        stored = self._notifications.get_notification(claim)
-        if stored is not None and stored.item.status is NotificationStatus.claimed:
-            try:
-                self._notifications.record_outcome(
-                    stored.item.model_copy(update={"status": NotificationStatus.queued, "queued_at": now}),
-                    stored.etag)
-            except ConcurrencyConflict:
-                pass  # the sender got to it first: it is on its way
+        try:
+            self._notifications.record_outcome(
+                claim.model_copy(update={"status": NotificationStatus.queued, "queued_at": now}), etag)
+        except ConcurrencyConflict:
+            pass  # the sender got to it first: it is on its way
 
     def _requeue_stranded(self, endpoint: FhirEndpoint, now: datetime) -> int:
         stranded = [v for v in self._notifications.for_endpoint(endpoint.tenant_id, endpoint.endpoint_id,
                                                                 NotificationStatus.claimed)
                     if v.item.claimed_at < now - REQUEUE_AFTER]
         for stored in stranded:
-            self._enqueue(stored.item, now)
+            self._enqueue(stored.item, stored.etag, now)
         return len(stranded)
 
 
 def is_virtual(appointment, policy: ReminderPolicy) -> bool:
+    return is_virtual_json(appointment.model_dump(mode="json", exclude_none=True), policy)
+
+
+def is_virtual_json(appointment: dict, policy: ReminderPolicy) -> bool:
+    """The endpoint's rule on the Appointment's JSON: decided before anything is parsed."""
     rule = policy.virtual_visit
-    if rule.cerner_video_visit and fhir_context.is_video_visit(appointment):
+    if rule.cerner_video_visit and fhir_context.is_video_visit_json(appointment):
         return True
-    types = fhir_context.code_set([appointment.appointmentType]) if appointment.appointmentType else set()
-    services = fhir_context.code_set(appointment.serviceType)
+    types = fhir_context.codes_json([appointment.get("appointmentType")])
+    services = fhir_context.codes_json(appointment.get("serviceType") or [])
     return bool(types & set(rule.appointment_type_codes) or services & set(rule.service_type_codes))
 
 

@@ -97,7 +97,8 @@ def test_notification_claim_is_won_exactly_once(stamp: Container):
         kind=NotificationKind.reminder, appointment_start=NOW + timedelta(days=1), claimed_at=NOW,
     )
     results = [stamp.notifications.claim_notification(claim) for _ in range(3)]
-    assert results == [True, False, False]
+    assert results[0] == stamp.notifications.get_notification(claim).etag  # the winner holds the ETag
+    assert results[1:] == [None, None]
     rescheduled = claim.model_copy(update={"appointment_start": NOW + timedelta(days=2)})
     assert stamp.notifications.claim_notification(rescheduled)
 

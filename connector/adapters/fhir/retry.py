@@ -179,13 +179,15 @@ class RetryingFhir:
     # -- scans -----------------------------------------------------------------------------------
 
     def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
-                     params: list[tuple[str, str]], *, deadline: float | None = None) -> Iterator[SearchPage]:
+                     params: list[tuple[str, str]], *, deadline: float | None = None,
+                     select: Callable[[dict], bool] | None = None) -> Iterator[SearchPage]:
         """The search's pages, one GET each (retried alone), following ``next`` links.
 
         ``access_token``: the token, or a function returning it, called before every page (a
         cached backend services token stays fresh across a long walk). Raises like
         ``FhirRestClient.search``; ``InvalidUpstreamData`` after ``max_pages`` pages (a scan
-        must not silently miss appointments)."""
+        must not silently miss appointments). ``select``: only entries whose JSON it accepts are
+        parsed and returned (parsing is the costly part of a scan)."""
         if not _RESOURCE_TYPE.fullmatch(resource_type):
             raise ValueError("not a FHIR resource type")
         what = f"{resource_type} search"
@@ -199,7 +201,7 @@ class RetryingFhir:
             page_url = url
             bundle = self._retry(lambda: self._get_bundle(page_url, access_token, what), f"{what} page {number}",
                                  deadline)
-            yield _page(bundle, resource_type, number)
+            yield _page(bundle, resource_type, number, select)
             url = _next_link(bundle)
             if url is not None and _origin(url) != origin:
                 raise InvalidUpstreamData(f"the EHR's {what} linked to another host")
@@ -218,7 +220,7 @@ class RetryingFhir:
         return bundle
 
 
-def _page(bundle: dict, resource_type: str, number: int) -> SearchPage:
+def _page(bundle: dict, resource_type: str, number: int, select: Callable[[dict], bool] | None = None) -> SearchPage:
     resources: list[Resource] = []
     skipped: list[str] = []
     total = 0
@@ -227,6 +229,8 @@ def _page(bundle: dict, resource_type: str, number: int) -> SearchPage:
         if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
             continue  # OperationOutcome warnings, included resources
         total += 1
+        if select is not None and not select(resource):
+            continue
         try:
             resources.append(parse_resource(resource, expected=resource_type).resource)
         except FhirParseError as exc:

@@ -164,9 +164,17 @@ class TableNotificationRepository:
     def __init__(self, table: ModelTable[NotificationClaim]):
         self._table = table
 
-    def claim_notification(self, claim: NotificationClaim) -> bool:
-        """True if this caller won the right to send this message; False if someone already did."""
-        return self._table.try_insert(claim)
+    def claim_notification(self, claim: NotificationClaim) -> str | None:
+        """The new row's ETag if this caller won the right to send this message; None if someone did."""
+        try:
+            return self._table.insert(claim)
+        except Conflict:
+            return None
+
+    def recent(self, tenant_id: str, endpoint_id: str, *, since: datetime) -> list[NotificationClaim]:
+        """The endpoint's rows claimed since ``since`` (one query: a scan groups them by appointment)."""
+        return [v.item for v in self._table.query("PartitionKey eq @pk and claimed_at ge @since",
+                                                  {"pk": f"{tenant_id}_{endpoint_id}", "since": since})]
 
     def get_notification(self, ref: NotificationClaim | NotificationRef) -> Versioned[NotificationClaim] | None:
         return self._table.get(*_notification_keys(ref))
