@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.appointment import Appointment
 from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.patient import Patient
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from connector.errors import InvalidUpstreamData
 
@@ -25,7 +28,43 @@ OPEN_STATUSES = frozenset({"booked", "arrived", "checked-in", "pending"})
 DEFAULT_MINUTES = 30
 
 
-def participant_id(appointment: Appointment, resource_type: str) -> str | None:
+def _fhir_date_time(value):
+    if value is not None and not isinstance(value, str):
+        raise ValueError("a FHIR dateTime is a string")  # pydantic would read a number as Unix time
+    return value
+
+
+_DateTime = Annotated[datetime | None, BeforeValidator(_fhir_date_time)]
+
+
+class _Reference(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    reference: str | None = None
+
+
+class _Participant(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    actor: _Reference | None = None
+
+
+class AppointmentTimes(BaseModel):
+    """What a reminder scan reads of an Appointment: id, status, times, participants.
+
+    A scan walks thousands of appointments and uses a handful of fields, so it validates this
+    projection rather than the whole R4B model (most of a scan's CPU otherwise); the sender
+    reads and parses the full resource when the message fires. The functions of this module
+    that read these fields accept either."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR's id type
+    status: str | None = None
+    start: _DateTime = None
+    end: _DateTime = None
+    minutesDuration: int | None = Field(default=None, gt=0)
+    participant: list[_Participant] = []
+
+
+def participant_id(appointment: Appointment | AppointmentTimes, resource_type: str) -> str | None:
     """The id of the first participant of ``resource_type`` (``Patient/123`` -> ``123``)."""
     prefix = f"{resource_type}/"
     for participant in appointment.participant or []:
@@ -49,7 +88,7 @@ class Window:
     end: datetime
 
 
-def window(appointment: Appointment) -> Window:
+def window(appointment: Appointment | AppointmentTimes) -> Window:
     """Start and end as aware datetimes; an end is derived from minutesDuration when absent."""
     start = appointment.start
     if not isinstance(start, datetime) or start.tzinfo is None:
@@ -60,7 +99,7 @@ def window(appointment: Appointment) -> Window:
     return Window(start, end)
 
 
-def has_times(appointment: Appointment) -> bool:
+def has_times(appointment: Appointment | AppointmentTimes) -> bool:
     """Does the appointment have a start with a time zone (what a visit needs)?"""
     start = appointment.start
     return isinstance(start, datetime) and start.tzinfo is not None

@@ -255,7 +255,8 @@ class ScanFhir(FhirReader, Protocol):
 
     def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
                      params: list[tuple[str, str]], *,
-                     select: Callable[[dict], bool] | None = None) -> Iterable[SearchPage]: ...
+                     select: Callable[[dict], bool] | None = None,
+                     model: type | None = None) -> Iterable[SearchPage]: ...
 
 
 # -- Microsoft Graph and ACS ------------------------------------------------------------------

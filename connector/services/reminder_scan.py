@@ -6,9 +6,12 @@
 A scan job reads the endpoint's appointments with SMART Backend Services (Cerner searches
 Appointment by one location plus ``date`` ge/lt, so the endpoint names its locations), keeps
 the virtual ones, and asks the domain which messages each is due. Each due message is claimed
-by a conditional insert and put on the send queue, hidden until it is due: two scans racing
-claim it once. A claim whose enqueue failed (or whose scan crashed in between) is queued by the
-next scan; a duplicate message on the queue is harmless, because the sender acts on the row.
+by a conditional insert (a row that says queued) and put on the send queue, hidden until it is
+due: two scans racing claim it once, and a claim costs two writes. A claim whose enqueue failed
+is written back as ``claimed`` and queued by a later scan (the failed job's retry, 30 s on); one
+whose scan died between the two writes still says queued and is queued again once it is
+``LOST_AFTER`` past due and not done. A duplicate message on the queue is harmless: the sender
+acts on the row.
 
 Finding and sending are separate (the sender re-reads everything when the message fires).
 """
@@ -25,7 +28,7 @@ from connector.domain.endpoint import FhirEndpoint
 from connector.domain.integration import BACKEND_SCOPES
 from connector.domain.notification import NotificationClaim, NotificationRef, NotificationStatus, SkipReason
 from connector.domain.reminders import AppointmentSnapshot, ReminderPolicy, due_messages
-from connector.errors import ConcurrencyConflict, ConnectorError
+from connector.errors import ConcurrencyConflict, ConnectorError, UpstreamUnavailable
 from connector.services import fhir_context
 from connector.services.ports import (
     BackendTokens, Clock, EndpointRepository, NotificationRepository, Queue, ScanFhir, TenantRepository,
@@ -33,8 +36,12 @@ from connector.services.ports import (
 
 log = logging.getLogger("connector.reminders")
 
-# A claim not on the queue this long after it was made: its scan crashed or its enqueue failed.
+# A claim whose enqueue failed is queued by a scan this long after it was made.
 REQUEUE_AFTER = timedelta(seconds=30)
+# A row that says queued, untried by the sender this long after it was due: its message never
+# reached the queue (the scan died between the claim and the enqueue). The sender tries a message
+# seconds after it is due (quiet hours move the row's due time).
+LOST_AFTER = timedelta(minutes=10)
 # Rows older than this cannot matter to appointments in the look-ahead (first seen <= 30 days ahead).
 CLAIMS_LOOK_BACK = timedelta(days=90)
 PAGE_SIZE = 100  # Cerner's largest _count
@@ -53,6 +60,7 @@ class ScanResult:
     virtual: int = 0
     claimed: int = 0
     requeued: int = 0
+    not_queued: int = 0  # claimed, but the queue write failed: stranded until a later scan
     skipped_resources: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -122,11 +130,12 @@ class ReminderScan:
         for location in endpoint.location_ids:
             pages = self._fhir.search_pages(endpoint.base_url, token, "Appointment", [
                 ("location", location), ("date", f"ge{_instant(now)}"), ("date", f"lt{_instant(window_end)}"),
-                ("_count", str(PAGE_SIZE))], select=lambda raw: is_virtual_json(raw, policy))
+                ("_count", str(PAGE_SIZE))], select=lambda raw: is_virtual_json(raw, policy),
+                model=fhir_context.AppointmentTimes)
             for page in pages:
                 result.appointments += page.total_entries  # virtual or not
                 result.skipped_resources += len(page.skipped)  # logged by id where they were skipped
-                for appointment in page.resources:  # the virtual ones, parsed
+                for appointment in page.resources:  # the virtual ones, as AppointmentTimes
                     try:
                         self._consider(endpoint, policy, appointment, location, now, result,
                                        by_appointment.get(appointment.id, []))
@@ -135,14 +144,18 @@ class ReminderScan:
                     except Exception as exc:  # one odd resource must not stop the endpoint's scan
                         result.skipped_resources += 1
                         log.warning("skipped appointment %s: %s", appointment.id, type(exc).__name__)
-        result.requeued = self._requeue_stranded(endpoint, now)
+        result.requeued = self._requeue_stranded(endpoint, now, claims, result)
+        if result.not_queued:
+            # The job fails so that the host retries it: that retry, 30 s or more later, finds the
+            # claims stranded and queues them (the appointments claimed since stand).
+            raise UpstreamUnavailable(f"{result.not_queued} due message(s) were claimed but could not be queued")
         log.info("scanned endpoint %s: %d appointments, %d virtual, %d claimed, %d requeued",
                  endpoint.endpoint_id, result.appointments, result.virtual, result.claimed, result.requeued)
         return result
 
     def _consider(self, endpoint: FhirEndpoint, policy: ReminderPolicy, appointment, location: str,
                   now: datetime, result: ScanResult, claims: list[NotificationClaim]) -> None:
-        if not fhir_context.has_times(appointment) or not is_virtual(appointment, policy):
+        if not fhir_context.has_times(appointment):  # virtual: the search selected only those
             return
         result.virtual += 1
         when = fhir_context.window(appointment)
@@ -154,13 +167,14 @@ class ReminderScan:
             claim = NotificationClaim(
                 tenant_id=endpoint.tenant_id, endpoint_id=endpoint.endpoint_id, appointment_id=appointment.id,
                 kind=due.kind, offset_minutes=due.offset_minutes, appointment_start=due.appointment_start,
-                claimed_at=now, due_at=due.due_at, department=snapshot.location_id)
+                claimed_at=now, due_at=due.due_at, department=snapshot.location_id,
+                status=NotificationStatus.queued, queued_at=now)  # queued next; written back if not
             etag = self._notifications.claim_notification(claim) or self._revive(claim)
             if not etag:
                 continue  # another scan claimed it: it queues it too
             result.claimed += 1
             result.by_kind[due.kind.value] = result.by_kind.get(due.kind.value, 0) + 1
-            self._enqueue(claim, etag, now)
+            self._enqueue(claim, etag, now, result)
 
     def _revive(self, claim: NotificationClaim) -> str | None:
         """A reminder skipped because the visit had moved, due again now that it is back at that
@@ -174,26 +188,46 @@ class ReminderScan:
         except ConcurrencyConflict:
             return None
 
-    def _enqueue(self, claim: NotificationClaim, etag: str, now: datetime) -> None:
+    def _enqueue(self, claim: NotificationClaim, etag: str, now: datetime, result: ScanResult) -> bool:
+        """Put a claimed message (its row says queued) on the send queue. If the write fails the
+        row is written back as claimed, a stranded claim, and the scan goes on: one queue
+        hiccup must not hold up the endpoint's other messages."""
         delay = max((claim.due_at or now) - now, timedelta(0))
-        self._send_queue.send(NotificationRef.of(claim), delay=delay)
+        try:
+            self._send_queue.send(NotificationRef.of(claim), delay=delay)
+            return True
+        except UpstreamUnavailable:
+            result.not_queued += 1
         try:
             self._notifications.record_outcome(
-                claim.model_copy(update={"status": NotificationStatus.queued, "queued_at": now}), etag)
-        except ConcurrencyConflict:
-            pass  # the sender got to it first: it is on its way
+                claim.model_copy(update={"status": NotificationStatus.claimed, "queued_at": None}), etag)
+        except (ConcurrencyConflict, UpstreamUnavailable):
+            pass  # still says queued: queued again LOST_AFTER past due
+        return False
 
-    def _requeue_stranded(self, endpoint: FhirEndpoint, now: datetime) -> int:
-        stranded = [v for v in self._notifications.for_endpoint(endpoint.tenant_id, endpoint.endpoint_id,
-                                                                NotificationStatus.claimed)
-                    if v.item.claimed_at < now - REQUEUE_AFTER]
-        for stored in stranded:
-            self._enqueue(stored.item, stored.etag, now)
-        return len(stranded)
-
-
-def is_virtual(appointment, policy: ReminderPolicy) -> bool:
-    return is_virtual_json(appointment.model_dump(mode="json", exclude_none=True), policy)
+    def _requeue_stranded(self, endpoint: FhirEndpoint, now: datetime, claims: list[NotificationClaim],
+                          result: ScanResult) -> int:
+        """Queue what should be on the queue and is not: claims whose enqueue failed, and rows
+        that say queued long past due (from the rows read when the scan began)."""
+        requeued = 0
+        for stored in self._notifications.for_endpoint(endpoint.tenant_id, endpoint.endpoint_id,
+                                                       NotificationStatus.claimed):
+            if stored.item.claimed_at < now - REQUEUE_AFTER:
+                queued = stored.item.model_copy(update={"status": NotificationStatus.queued, "queued_at": now})
+                try:
+                    etag = self._notifications.record_outcome(queued, stored.etag)
+                except ConcurrencyConflict:
+                    continue  # another scan or a replay took it
+                requeued += self._enqueue(queued, etag, now, result)
+        for claim in claims:  # never tried by the sender, long past due: never reached the queue
+            if (claim.status is NotificationStatus.queued and claim.attempts == 0
+                    and (claim.due_at or claim.claimed_at) < now - LOST_AFTER):
+                try:
+                    self._send_queue.send(NotificationRef.of(claim))  # due already: at once
+                    requeued += 1
+                except UpstreamUnavailable:
+                    result.not_queued += 1
+        return requeued
 
 
 def is_virtual_json(appointment: dict, policy: ReminderPolicy) -> bool:

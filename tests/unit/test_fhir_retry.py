@@ -16,12 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
+from connector.adapters.fhir.parsing import parse_resource
 from connector.adapters.fhir.rest import FhirRestClient
 from connector.adapters.fhir.retry import MAX_SCAN_PAGES, RetryingFhir, RetryPolicy, retrying
 from connector.adapters.net import OutboundConnectionFailed, OutboundTimeout, SafeHttpClient
 from connector.errors import (
     InvalidUpstreamData, NotAuthenticated, NotAuthorized, UpstreamError, UpstreamUnavailable,
 )
+from connector.services import fhir_context
+from connector.services.fhir_context import AppointmentTimes
 from tests.conftest import DATA
 
 CERNER = DATA / "fixtures" / "cerner"
@@ -295,6 +298,33 @@ def test_a_bad_entry_is_skipped_and_logged_by_its_id_only(caplog):
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "skipped Appointment 1002 on search page 1", "skipped Appointment #2 on search page 1"]
     assert "PHI-LIKE" not in caplog.text and "TOKEN-XYZ" not in caplog.text
+
+
+def test_with_a_projection_model_entries_are_validated_as_it_and_agree_with_the_full_r4b_model(caplog):
+    bundle = page(["1001", "1002", "1003", "1004", "1005"], None)
+    bundle["entry"][1]["resource"]["start"] = 1767225600  # a number: pydantic alone would take it as Unix time
+    bundle["entry"][2]["resource"]["id"] = "not an id / PHI-LIKE-NAME"
+    bundle["entry"][3]["resource"]["start"] = "2026-01-16"  # a date without a time: kept, but has no times
+    bundle["entry"][4]["resource"]["participant"] = [{"actor": {"reference": "PHI-LIKE-VALUE"}}]
+    fhir_client, _, _ = walker({FIRST: fhir(bundle)})
+    with caplog.at_level(logging.WARNING, logger="connector.fhir.retry"):
+        [only] = list(fhir_client.search_pages(BASE, "t", "Appointment", PARAMS,
+                                               select=lambda raw: raw["id"] != "1005", model=AppointmentTimes))
+    assert [type(a).__name__ for a in only.resources] == ["AppointmentTimes", "AppointmentTimes"]
+    assert [a.id for a in only.resources] == ["1001", "1004"] and only.skipped == ["1002", "#2"]
+    assert only.total_entries == 5
+    assert [r.getMessage() for r in caplog.records] == [
+        "skipped Appointment 1002 on search page 1: start: value_error",
+        "skipped Appointment #2 on search page 1: id: string_pattern_mismatch"]
+    assert "PHI-LIKE" not in caplog.text
+    projected, dated = only.resources
+    full = parse_resource(appointment("1001"), expected="Appointment").resource
+    assert fhir_context.has_times(projected) and not fhir_context.has_times(dated)
+    assert fhir_context.window(projected) == fhir_context.window(full)
+    assert (projected.status, fhir_context.participant_id(projected, "Patient"),
+            fhir_context.participant_id(projected, "Location")) == (
+        full.status, fhir_context.participant_id(full, "Patient"), fhir_context.participant_id(full, "Location"))
+    assert fhir_context.participant_id(projected, "Patient") is not None
 
 
 @pytest.mark.parametrize("elsewhere", ["https://other-ehr.example.com/r4/x/Appointment?page=2",

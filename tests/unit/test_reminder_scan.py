@@ -17,7 +17,8 @@ from connector.domain.notification import (
 )
 from connector.domain.reminders import ReminderPolicy, VirtualVisitRule
 from connector.domain.tenant import Consent, Tenant
-from connector.services.reminder_scan import PAGE_SIZE, REQUEUE_AFTER, ReminderScan, ScanJob
+from connector.errors import UpstreamUnavailable
+from connector.services.reminder_scan import LOST_AFTER, PAGE_SIZE, REQUEUE_AFTER, ReminderScan, ScanJob
 from dev.sandbox.cerner.seed import build_seed
 from tests.fakes import (
     FakeBackendTokens, FakeClock, FakeEndpointRepository, FakeNotificationRepository, FakeQueue, FakeScanFhir,
@@ -200,46 +201,83 @@ def test_a_claim_lost_to_another_scan_is_left_for_that_scan_to_queue(world):
     assert len(world.send_queue.sent) + len(rival_queue.sent) == 16
 
 
-def test_a_row_the_sender_moved_on_before_the_scan_marked_it_queued_is_left_as_the_sender_wrote_it(world):
-    def sender_is_quick(claim: NotificationClaim) -> None:
-        if claim.status is NotificationStatus.queued and claim.appointment_id == "4826003" and claim.kind.value == C:
-            world.notifications.before_record = None
-            stored = world.notifications.get_notification(claim)
-            world.notifications.record_outcome(stored.item.model_copy(update={
-                "status": NotificationStatus.sent, "acs_message_id": "acs-1"}), stored.etag)
-            world.notifications.before_record = sender_is_quick
+def test_a_claim_is_two_writes_the_insert_says_queued_and_nothing_rewrites_it(world):
+    rewrites = []
+    world.notifications.before_record = rewrites.append
+    assert world.run().claimed == 16
+    assert rewrites == []  # the sender's writes alone follow: no "mark queued" to race them
+    assert {(c.status, c.queued_at) for c in world.notifications.items()} == {(NotificationStatus.queued, NOW)}
 
-    world.notifications.before_record = sender_is_quick
+
+def test_a_row_that_says_queued_but_never_reached_the_queue_is_queued_once_long_past_due(world):
+    world.run()
+
+    def rewrite(appointment_id: str, **update) -> None:
+        [row] = [c for c in world.notifications.items() if (c.appointment_id, c.kind.value) == (appointment_id, C)]
+        stored = world.notifications.get_notification(row)
+        world.notifications.record_outcome(stored.item.model_copy(update=update), stored.etag)
+
+    rewrite("4826003", due_at=NOW - LOST_AFTER - timedelta(seconds=1))  # its scan died before the enqueue
+    rewrite("4826005", due_at=NOW - timedelta(hours=1), attempts=1)  # the sender has it (retries, poison)
+    rewrite("4826007", due_at=NOW - LOST_AFTER + timedelta(seconds=30))  # may still be on its way
+    world.send_queue.sent.clear(), world.send_queue.delays.clear()
     result = world.run()
-    assert result.claimed == 16
-    rows = {(c.appointment_id, c.kind.value, c.offset_minutes): c for c in world.notifications.items()}
-    assert rows[("4826003", C, 0)].status is NotificationStatus.sent
-    assert rows[("4826003", R, 60)].status is NotificationStatus.queued
+    assert (result.claimed, result.requeued) == (0, 1)
+    assert world.queued() == [("4826003", C, 0, timedelta(0))]
 
 
-def test_an_enqueue_failure_leaves_the_row_claimed_and_a_scan_after_requeue_after_queues_it(world):
-    world.send_queue.error = StorageUnavailable("queue send could not be written")
-    with pytest.raises(StorageUnavailable):
+class FlakyQueue(FakeQueue):
+    """Refuses the writes whose numbers (1-based) are in ``failing``."""
+
+    def __init__(self, failing: set[int]):
+        super().__init__()
+        self.failing, self.writes = failing, 0
+
+    def send(self, message, *, delay=timedelta(0)):
+        self.writes += 1
+        if self.writes in self.failing:
+            raise StorageUnavailable("queue send could not be written")
+        return super().send(message, delay=delay)
+
+
+def test_a_failed_enqueue_leaves_that_row_claimed_the_scan_goes_on_and_fails_at_the_end_for_a_retry(world):
+    flaky = FlakyQueue({1, 5})
+    world.scan._send_queue = flaky
+    with pytest.raises(UpstreamUnavailable, match="2 due message"):
         world.run()
-    [stranded] = world.notifications.items()
-    assert stranded.status is NotificationStatus.claimed and stranded.queued_at is None
-    assert (stranded.appointment_id, stranded.kind.value) == ("4826003", C)
+    assert world.claimed() == EXPECTED  # every message claimed, though two were not queued
+    stranded = [c for c in world.notifications.items() if c.status is NotificationStatus.claimed]
+    assert len(stranded) == 2 and all(c.queued_at is None for c in stranded)
+    assert len(flaky.sent) == len(EXPECTED) - 2
 
-    world.send_queue.error = None
     world.clock.advance(seconds=10)
     soon = world.run()
-    assert (soon.claimed, soon.requeued) == (15, 0)  # the stranded row is too fresh to be called stranded
-    assert ("4826003", C, 0) not in {(a, k, o) for a, k, o, _ in world.queued()}
-    assert world.notifications.item(stranded).status is NotificationStatus.claimed
+    assert (soon.claimed, soon.requeued, soon.not_queued) == (0, 0, 0)  # too fresh to be called stranded
+    assert all(world.notifications.item(c).status is NotificationStatus.claimed for c in stranded)
 
     world.clock.set(NOW + REQUEUE_AFTER + timedelta(seconds=1))
-    later = world.run()
-    assert (later.claimed, later.requeued) == (0, 1)
-    assert world.queued()[-1] == ("4826003", C, 0, timedelta(0))
-    row = world.notifications.item(stranded)
-    assert row.status is NotificationStatus.queued and row.queued_at == NOW + REQUEUE_AFTER + timedelta(seconds=1)
-    assert world.claimed() == EXPECTED and len(world.send_queue.sent) == 16
+    later = world.run()  # the host's retry of the failed job
+    assert (later.claimed, later.requeued) == (0, 2)
+    assert {(m.appointment_id, m.kind, m.offset_minutes) for m in flaky.sent[-2:]} == {
+        (c.appointment_id, c.kind, c.offset_minutes) for c in stranded}
+    for c in stranded:
+        row = world.notifications.item(c)
+        assert row.status is NotificationStatus.queued and row.queued_at == NOW + REQUEUE_AFTER + timedelta(seconds=1)
+    assert len(flaky.sent) == len(EXPECTED)  # each message on the queue once
     assert world.run().requeued == 0  # queued now: never again
+
+
+def test_a_stranded_claim_whose_enqueue_fails_again_stays_claimed_for_the_next_retry(world):
+    world.scan._send_queue = FlakyQueue({1})
+    with pytest.raises(UpstreamUnavailable):
+        world.run()
+    world.clock.set(NOW + REQUEUE_AFTER + timedelta(seconds=1))
+    world.scan._send_queue = FlakyQueue({1})
+    with pytest.raises(UpstreamUnavailable, match="1 due message"):
+        world.run()
+    [still] = [c for c in world.notifications.items() if c.status is NotificationStatus.claimed]
+    world.scan._send_queue = FakeQueue()
+    assert world.run().requeued == 1 and world.notifications.item(still).status is NotificationStatus.queued
 
 
 def test_a_requeued_reminder_stays_hidden_until_its_time():
@@ -252,12 +290,14 @@ def test_a_requeued_reminder_stays_hidden_until_its_time():
         world.send_queue.error = StorageUnavailable("down") if claim.kind is NotificationKind.reminder else None
 
     world.notifications.before_claim = fail_on_the_reminder
-    with pytest.raises(StorageUnavailable):
-        world.run()  # the confirmation of 4826003 went out, its reminder's enqueue failed
+    with pytest.raises(UpstreamUnavailable):
+        world.run()  # every confirmation went out, every reminder's enqueue failed
+    reminders = {key for key in EXPECTED if key[1] == R}
+    assert {(m.appointment_id, m.kind.value, m.offset_minutes) for m in world.send_queue.sent} == EXPECTED - reminders
     world.notifications.before_claim = None
     world.send_queue.error = None
     world.clock.set(NOW + timedelta(minutes=1))
-    assert world.run().requeued == 1
+    assert world.run().requeued == len(reminders)
     assert ("4826003", R, 60, timedelta(minutes=29)) in world.queued()
 
 

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from fhir.resources.R4B.resource import Resource
+from pydantic import BaseModel, ValidationError
 
 from connector.adapters.fhir.parsing import FhirParseError, parse_resource
 from connector.adapters.net.headers import retry_after_seconds
@@ -180,14 +181,17 @@ class RetryingFhir:
 
     def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
                      params: list[tuple[str, str]], *, deadline: float | None = None,
-                     select: Callable[[dict], bool] | None = None) -> Iterator[SearchPage]:
+                     select: Callable[[dict], bool] | None = None,
+                     model: type[BaseModel] | None = None) -> Iterator[SearchPage]:
         """The search's pages, one GET each (retried alone), following ``next`` links.
 
         ``access_token``: the token, or a function returning it, called before every page (a
         cached backend services token stays fresh across a long walk). Raises like
         ``FhirRestClient.search``; ``InvalidUpstreamData`` after ``max_pages`` pages (a scan
         must not silently miss appointments). ``select``: only entries whose JSON it accepts are
-        parsed and returned (parsing is the costly part of a scan)."""
+        parsed and returned (parsing is the costly part of a scan). ``model``: a pydantic model
+        the entries are validated as instead of their full R4B model (a projection of the few
+        fields a caller reads)."""
         if not _RESOURCE_TYPE.fullmatch(resource_type):
             raise ValueError("not a FHIR resource type")
         what = f"{resource_type} search"
@@ -201,7 +205,7 @@ class RetryingFhir:
             page_url = url
             bundle = self._retry(lambda: self._get_bundle(page_url, access_token, what), f"{what} page {number}",
                                  deadline)
-            yield _page(bundle, resource_type, number, select)
+            yield _page(bundle, resource_type, number, select, model)
             url = _next_link(bundle)
             if url is not None and _origin(url) != origin:
                 raise InvalidUpstreamData(f"the EHR's {what} linked to another host")
@@ -220,7 +224,8 @@ class RetryingFhir:
         return bundle
 
 
-def _page(bundle: dict, resource_type: str, number: int, select: Callable[[dict], bool] | None = None) -> SearchPage:
+def _page(bundle: dict, resource_type: str, number: int, select: Callable[[dict], bool] | None = None,
+          model: type[BaseModel] | None = None) -> SearchPage:
     resources: list[Resource] = []
     skipped: list[str] = []
     total = 0
@@ -232,13 +237,20 @@ def _page(bundle: dict, resource_type: str, number: int, select: Callable[[dict]
         if select is not None and not select(resource):
             continue
         try:
-            resources.append(parse_resource(resource, expected=resource_type).resource)
-        except FhirParseError as exc:
+            resources.append(model.model_validate(resource) if model is not None
+                             else parse_resource(resource, expected=resource_type).resource)
+        except (FhirParseError, ValidationError) as exc:
             label = _label(resource, index)
             skipped.append(label)
-            # The id and the parser's path/kind only: never a value from the resource.
-            log.warning("skipped %s %s on search page %d: %s", resource_type, label, number, exc.message)
+            # The id and where it failed only: never a value from the resource.
+            why = exc.message if isinstance(exc, FhirParseError) else _where(exc)
+            log.warning("skipped %s %s on search page %d: %s", resource_type, label, number, why)
     return SearchPage(number, resources, skipped, total)
+
+
+def _where(exc: ValidationError) -> str:
+    """A projection's validation error as paths and kinds (pydantic's messages quote input)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['type']}" for e in exc.errors()[:3])
 
 
 def _label(resource: dict, index: int) -> str:
