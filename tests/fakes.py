@@ -14,7 +14,7 @@ import base64
 import itertools
 from datetime import datetime, timedelta, timezone
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from connector.adapters.acs.phone_numbers import PurchaseAlreadyStarted, SearchedNumbers
 from connector.domain.endpoint import Environment, FhirEndpoint, normalize_base_url
@@ -666,24 +666,30 @@ class FakeMeetings:
 
 class FakeSmsSender:
     """ACS SMS: ``sent`` records every message (as keyword dicts); a repeated repeatability id
-    is a no-op, as at ACS. Queue errors in ``errors``."""
+    is a no-op, as at ACS. Queue errors in ``errors``; ``before_send`` (if set) runs inside
+    each call, before the answer, with the call's keywords (a race a test stages)."""
 
     def __init__(self):
         self.sent: list[dict[str, Any]] = []
         self.errors: list[Exception] = []
         self.calls = 0
+        self.before_send: Callable[..., None] | None = None
 
     def send(self, *, from_number: str, to_number: str, message: str, repeatability_id: str,
              first_sent: datetime, tag: str | None = None) -> str:
         self.calls += 1
+        if self.before_send is not None:
+            self.before_send(to_number=to_number, repeatability_id=repeatability_id)
         if self.errors:
             raise self.errors.pop(0)
         for n, earlier in enumerate(self.sent, start=1):
             if earlier["repeatability_id"] == repeatability_id:
                 return f"acs-message-{n:04d}"
+        message_id = f"acs-message-{len(self.sent) + 1:04d}"
         self.sent.append({"from_number": from_number, "to_number": to_number, "message": message,
-                          "repeatability_id": repeatability_id, "first_sent": first_sent, "tag": tag})
-        return f"acs-message-{len(self.sent):04d}"
+                          "repeatability_id": repeatability_id, "first_sent": first_sent, "tag": tag,
+                          "message_id": message_id})
+        return message_id
 
 
 # -- SmartDiscovery --------------------------------------------------------------------------
@@ -898,7 +904,7 @@ class FakeScanFhir(FakeFhirReader):
 
     def search_pages(self, base_url: str, access_token: str | Callable[[], str], resource_type: str,
                      params: list[tuple[str, str]], *, select: Callable[[dict], bool] | None = None,
-                     ) -> Iterable[SearchPage]:
+                     model: type | None = None) -> Iterable[SearchPage]:
         params = list(params)
         counts = [value for name, value in params if name == "_count"]
         filters = [(name, value) for name, value in params if name != "_count"]
@@ -916,8 +922,9 @@ class FakeScanFhir(FakeFhirReader):
                 if select is not None and not select(document):
                     continue
                 try:
-                    resources.append(parse_resource(copy.deepcopy(document), expected=resource_type).resource)
-                except FhirParseError:
+                    resources.append(model.model_validate(copy.deepcopy(document)) if model is not None
+                                     else parse_resource(copy.deepcopy(document), expected=resource_type).resource)
+                except (FhirParseError, ValidationError):
                     skipped.append(document["id"])
             yield SearchPage(number, resources, skipped, len(chunk))
 

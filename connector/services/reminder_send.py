@@ -49,6 +49,8 @@ log = logging.getLogger("connector.reminders")
 
 # ACS keeps a repeatability id five minutes; a retry later than that cannot be matched.
 REPEATABILITY_WINDOW = timedelta(minutes=5)
+REPEATABILITY_MARGIN = timedelta(seconds=30)  # queue visibility and clocks are not exact
+RECORD_SENT_ATTEMPTS = 5
 MIN_THROTTLE_DELAY = timedelta(seconds=5)
 EARLY_TOLERANCE = timedelta(seconds=5)  # queue visibility is not to the millisecond
 
@@ -166,23 +168,40 @@ class ReminderSender:
         except UpstreamUnavailable as exc:
             if getattr(exc, "retry_after", None) is not None or "429" in exc.message:
                 delay = max(timedelta(seconds=exc.retry_after or 0), MIN_THROTTLE_DELAY)
-                # ACS kept nothing of a throttled request: the next attempt is a new one (its
-                # first-sent time would otherwise age out of ACS's five-minute window).
-                try:
-                    self._notifications.record_outcome(
-                        claim.model_copy(update={"repeatability_id": None, "first_attempt_at": None}), etag)
-                except ConcurrencyConflict:
-                    pass
+                # The id is kept while ACS still knows it: another attempt under it may have been
+                # accepted (a racing copy of this message), and then the retry gets that answer
+                # back instead of a second text. Only an id that would have aged out is dropped.
+                if now + delay + REPEATABILITY_MARGIN >= claim.first_attempt_at + REPEATABILITY_WINDOW:
+                    try:
+                        self._notifications.record_outcome(
+                            claim.model_copy(update={"repeatability_id": None, "first_attempt_at": None}), etag)
+                    except ConcurrencyConflict:
+                        pass  # a racing attempt recorded something: the retry reads it
                 self._queue.send(NotificationRef.of(claim), delay=delay)  # paced, not failed
                 log.info("SMS for endpoint %s throttled; back on the queue", endpoint.endpoint_id)
                 return NotificationStatus.queued
             raise
-        sent = claim.model_copy(update={"status": NotificationStatus.sent, "acs_message_id": message_id,
-                                        "sent_at": now})
-        self._notifications.record_outcome(sent, etag)
+        sent = self._record_sent(claim, etag, message_id, now)
         self._count_sent(sent, now)
         log.info("%s sent for endpoint %s (ACS message %s)", claim.kind.value, endpoint.endpoint_id, message_id)
         return NotificationStatus.sent
+
+    def _record_sent(self, claim: NotificationClaim, etag: str, message_id: str, now: datetime) -> NotificationClaim:
+        """The row says sent, whatever a racing copy wrote meanwhile: ACS accepted this text, and
+        a row left queued would be sent again."""
+        update = {"status": NotificationStatus.sent, "acs_message_id": message_id, "sent_at": now}
+        for _ in range(RECORD_SENT_ATTEMPTS):
+            try:
+                self._notifications.record_outcome(claim.model_copy(update=update), etag)
+                return claim.model_copy(update=update)
+            except ConcurrencyConflict:
+                stored = self._notifications.get_notification(claim)
+                if stored is None:
+                    break
+                if stored.item.status is NotificationStatus.sent:
+                    return stored.item  # a racing copy got ACS's answer to the same request
+                claim, etag = stored.item, stored.etag
+        raise ConcurrencyConflict("the notification kept changing while its sent state was recorded")
 
     def _skip(self, stored: Versioned[NotificationClaim], reason: SkipReason) -> NotificationStatus:
         skipped = stored.item.model_copy(update={"status": NotificationStatus.skipped, "skip_reason": reason})
@@ -212,7 +231,7 @@ class ReminderSender:
         log.warning("%s for endpoint %s failed: %s", ref.kind.value, ref.endpoint_id, failure)
 
     def replay(self, ref: NotificationRef) -> NotificationClaim:
-        """Put a failed message back on the queue, once (a second replay finds it queued: 409).
+        """Put a failed message back on the queue, once (a second replay finds it on its way: 409).
 
         Within ACS's five-minute repeatability window the message's id is kept, so one ACS did
         accept before the failure is not delivered again; later ACS would refuse that id, so a
@@ -220,16 +239,26 @@ class ReminderSender:
         stored = self._notifications.get_notification(ref)
         if stored is None:
             raise NotFound("no such notification")
+        if stored.item.status in (NotificationStatus.claimed, NotificationStatus.queued):
+            raise Conflict(f"this notification is {stored.item.status.value}: it is on its way already "
+                           "(a replay whose queue write failed is queued by the endpoint's next scan)")
         if stored.item.status is not NotificationStatus.failed:
             raise Conflict(f"only a failed notification can be replayed (this one is {stored.item.status.value})")
         item, now = stored.item, self._clock.now()
         fresh = item.first_attempt_at is None or now - item.first_attempt_at > REPEATABILITY_WINDOW
+        # Claimed first, queued once the message is on the queue: if the enqueue fails the row
+        # is a stranded claim, which the endpoint's next scan puts on the queue (never lost).
         replayed = item.model_copy(update={
-            "status": NotificationStatus.queued, "failure": None, "replays": item.replays + 1,
+            "status": NotificationStatus.claimed, "failure": None, "replays": item.replays + 1,
             **({"repeatability_id": None, "first_attempt_at": None} if fresh else {})})
-        self._notifications.record_outcome(replayed, stored.etag)  # a second replay finds it queued: 409
+        etag = self._notifications.record_outcome(replayed, stored.etag)  # a second replay: 409
         self._queue.send(NotificationRef.of(replayed))
-        return replayed
+        queued = replayed.model_copy(update={"status": NotificationStatus.queued, "queued_at": now})
+        try:
+            self._notifications.record_outcome(queued, etag)
+        except ConcurrencyConflict:
+            pass  # the sender got to it first
+        return queued
 
 
 def _no_longer_due(claim: NotificationClaim, appointment, now: datetime) -> SkipReason | None:

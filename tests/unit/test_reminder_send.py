@@ -18,6 +18,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 
+from connector.adapters.storage.tables import StorageUnavailable
 from connector.domain.endpoint import Environment, FhirEndpoint
 from connector.domain.integration import BACKEND_SCOPES
 from connector.domain.notification import (
@@ -488,7 +489,7 @@ def test_the_repeatability_id_is_made_once_and_kept_across_retries(world):
 
 @pytest.mark.parametrize("retry_after, delay", [(30.0, timedelta(seconds=30)), (1.0, MIN_THROTTLE_DELAY),
                                                 (None, MIN_THROTTLE_DELAY)])
-def test_a_throttled_send_goes_back_on_the_queue_after_retry_after(world, retry_after, delay):
+def test_a_throttled_send_goes_back_on_the_queue_after_retry_after_keeping_its_request_id(world, retry_after, delay):
     ref = world.add(claim(SOFIA_VISIT))
     world.sms.errors = [UpstreamUnavailable("Azure Communication Services is busy (HTTP 429)",
                                             retry_after=retry_after)]
@@ -496,11 +497,46 @@ def test_a_throttled_send_goes_back_on_the_queue_after_retry_after(world, retry_
     assert world.queue.sent == [ref] and world.queue.delays == [delay]
     row = world.row(ref)
     assert (row.status, row.failure, row.attempts) == (NotificationStatus.queued, None, 1)
-    assert row.repeatability_id is None  # ACS kept nothing of a throttled request: the next is a new one
+    # Kept: a racing copy's attempt under this id may have been accepted; ACS then answers the
+    # retry with that message rather than sending a second one.
+    first_id = row.repeatability_id
+    assert first_id is not None and row.first_attempt_at == NOW
 
     world.clock.advance(delay)
     assert world.sender.send(ref) is NotificationStatus.sent
-    assert [m["repeatability_id"] for m in world.sms.sent] == [world.row(ref).repeatability_id]
+    assert [(m["repeatability_id"], m["first_sent"]) for m in world.sms.sent] == [(first_id, NOW)]
+
+
+def test_a_throttle_longer_than_acs_remembers_the_request_starts_a_new_one(world):
+    ref = world.add(claim(SOFIA_VISIT))
+    world.sms.errors = [UpstreamUnavailable("Azure Communication Services is busy (HTTP 429)", retry_after=280.0)]
+    assert world.sender.send(ref) is NotificationStatus.queued
+    assert world.queue.delays == [timedelta(seconds=280)]
+    row = world.row(ref)
+    assert (row.repeatability_id, row.first_attempt_at, row.attempts) == (None, None, 1)  # 280 s + margin > 5 min
+
+    world.clock.advance(seconds=280)
+    assert world.sender.send(ref) is NotificationStatus.sent
+    [sent] = world.sms.sent
+    assert sent["first_sent"] == NOW + timedelta(seconds=280) and sent["repeatability_id"] == world.row(ref).repeatability_id
+
+
+def test_a_send_whose_row_a_racing_copy_changed_still_records_sent(world):
+    ref = world.add(claim(SOFIA_VISIT))
+    racing = {}
+
+    def meanwhile(**request):  # while ACS accepts this text, a racing copy bumps the row
+        stored = world.notifications.get_notification(ref)
+        world.notifications.record_outcome(stored.item.model_copy(update={"attempts": stored.item.attempts + 1}),
+                                           stored.etag)
+        racing["done"] = True
+
+    world.sms.before_send = meanwhile
+    assert world.sender.send(ref) is NotificationStatus.sent
+    row = world.row(ref)
+    assert racing and (row.status, row.attempts) == (NotificationStatus.sent, 2)
+    assert row.acs_message_id == world.sms.sent[0]["message_id"]
+    assert world.queue.sent == []  # nothing left to send it again
 
 
 @pytest.mark.parametrize("error", [UpstreamError("Azure Communication Services refused the SMS (HTTP 400)"),
@@ -562,6 +598,20 @@ def test_a_failed_message_is_sent_again_by_a_replay(world):
     assert (replayed.status, replayed.failure, replayed.replays) == (NotificationStatus.queued, None, 1)
     assert world.row(ref) == replayed
     assert world.queue.sent == [ref] and world.queue.delays == [timedelta(0)]
+    assert world.sender.send(ref) is NotificationStatus.sent and len(world.sms.sent) == 1
+
+
+def test_a_replay_whose_enqueue_fails_is_left_claimed_for_the_next_scan_not_lost(world):
+    ref = world.add(claim(SOFIA_VISIT, status=NotificationStatus.failed, failure="gave up"))
+    world.queue.error = StorageUnavailable("queue send could not be written")
+    with pytest.raises(StorageUnavailable):
+        world.sender.replay(ref)
+    row = world.row(ref)
+    # Claimed: what a scan's stranded-claims sweep queues (REQUEUE_AFTER after claimed_at).
+    assert (row.status, row.failure, row.replays) == (NotificationStatus.claimed, None, 1)
+    with pytest.raises(Conflict, match="on its way"):
+        world.sender.replay(ref)
+    world.queue.error = None
     assert world.sender.send(ref) is NotificationStatus.sent and len(world.sms.sent) == 1
 
 
