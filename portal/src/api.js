@@ -49,7 +49,7 @@ export class AdminApi {
 
   get = (path) => this.request(path);
   post = (path, body) => this.request(path, { method: "POST", body });
-  put = (path, body) => this.request(path, { method: "PUT", body });
+  put = (path, body, etag) => this.request(path, { method: "PUT", body, etag });
   patch = (path, body, etag) => this.request(path, { method: "PATCH", body, etag });
   delete = (path, etag) => this.request(path, { method: "DELETE", etag });
 }

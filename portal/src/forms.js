@@ -50,6 +50,30 @@ export function radioGroup({ legend, name, options, value, hint }) {
   return fieldset;
 }
 
+/**
+ * Several controls in a fieldset with a legend (hours and minutes, a from-to pair); the error
+ * belongs to the group and marks every control in it. `children` may change later (rows added).
+ */
+export function fieldGroup({ legend, name, hint, children = [], className = "" }) {
+  const groupId = newId(`g-${name}`);
+  const hintEl = hint ? h("p", { class: "hint", id: `${groupId}-hint` }, hint) : null;
+  const errorEl = h("p", { class: "field-error", id: `${groupId}-error`, hidden: true });
+  const body = h("div", { class: "group-body" }, children);
+  const fieldset = h("fieldset", { class: `field group ${className}`.trim(), "data-field": name, id: groupId },
+    h("legend", {}, legend), hintEl, body, errorEl);
+  setDescribedBy(fieldset, hintEl, null);
+  fieldset.body = body;
+  const controls = () => [...fieldset.querySelectorAll("input, select, textarea")];
+  Object.defineProperty(fieldset, "control", { get: () => controls()[0] || null });
+  fieldset.setError = (message) => {
+    errorEl.textContent = message || "";
+    errorEl.hidden = !message;
+    controls().forEach((c) => (message ? c.setAttribute("aria-invalid", "true") : c.removeAttribute("aria-invalid")));
+    setDescribedBy(fieldset, hintEl, message ? errorEl : null);
+  };
+  return fieldset;
+}
+
 function setDescribedBy(el, hintEl, errorEl) {
   const ids = [hintEl?.id, errorEl?.id].filter(Boolean).join(" ");
   if (ids) el.setAttribute("aria-describedby", ids);

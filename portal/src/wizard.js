@@ -1,11 +1,12 @@
-// The three-step wizard: a nav list of step buttons, one panel; focus moves to the step heading.
+// The setup wizard: a nav list of step buttons, one panel; focus moves to the step heading.
 
 import { h, liveRegion, replace } from "./dom.js";
 import { configurationStep } from "./steps/configuration.js";
+import { remindersStep } from "./steps/reminders.js";
 import { reviewStep } from "./steps/review.js";
 import { smsStep } from "./steps/sms.js";
 
-const STEPS = [configurationStep, smsStep, reviewStep];
+const STEPS = [configurationStep, smsStep, remindersStep, reviewStep];
 const LAST_STEP = "vvc.step";
 const FINISHED = "Setup is complete. Come back any time to change these settings.";
 

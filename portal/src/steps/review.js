@@ -1,4 +1,4 @@
-// Step 3, review and finish: each URL's integration record to copy into Cerner's code console.
+// Step 4, review and finish: each URL's integration record to copy into Cerner's code console.
 
 import { ApiError } from "../api.js";
 import { copyText } from "../clipboard.js";
