@@ -70,14 +70,13 @@ import os
 import pstats
 import re
 import secrets
-import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.cookies import SimpleCookie
@@ -89,6 +88,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+
+from bench.stamp import BenchStamp  # noqa: E402
 
 LATENCY_MS = 50
 RUNS = 15
@@ -190,46 +191,29 @@ class CallRecorder:
 
 # -- the stamp ------------------------------------------------------------------------------------
 
-class Stamp:
+class Stamp(BenchStamp):
     """One stamp in this process, as visit_fixtures builds it, with every simulator recorded."""
+
+    tmp_prefix = "bench-launch-"
 
     def __init__(self, latency_ms: int) -> None:
         self.latency_ms = latency_ms
         self.recorder = CallRecorder()
-        self._exit = ExitStack()
-
-    def __enter__(self) -> "Stamp":
-        try:
-            self._start()
-        except BaseException:
-            self._exit.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._exit.close()
+        super().__init__()
 
     def _start(self) -> None:
         from connector.composition import container
         from connector.settings import get_settings
-        from dev.azurite import Azurite, AzuriteEndpoints
         from dev.demo import register_demo_clients
         from dev.host import LocalFunctionsHost
-        from dev.keys import ensure_local_keys
         from dev.sandbox import acs, cerner, entra, graph
-        from dev.sandbox.server import LoopbackServer, free_port
-        from dev.sandbox.tls import ensure_local_tls
+        from dev.sandbox.server import LoopbackServer
         from dev.seed import seed_demo_tenant
-        from dev.stack import ACS_SANDBOX_KEY, DEMO_NUMBERS, Ports, connector_environment
+        from dev.stack import ACS_SANDBOX_KEY, DEMO_NUMBERS, connector_environment
 
-        tmp = Path(tempfile.mkdtemp(prefix="bench-launch-"))
-        self._exit.callback(shutil.rmtree, tmp, True)
-        tls = ensure_local_tls(tmp / "tls")
-        keys = ensure_local_keys(tmp / "keys")
+        base = self._base()
+        tls, keys, azurite, ports = base.tls, base.keys, base.azurite, base.ports
         self.ca_file = tls.ca_file
-        azurite = AzuriteEndpoints(free_port(), free_port(), free_port())
-        self._exit.enter_context(Azurite(azurite))
-        ports = Ports(host=free_port(), cerner=free_port(), entra=free_port(), acs=free_port(), graph=free_port())
         self.ports = ports
         self.entra_app = entra.create_app(public_url=f"https://127.0.0.1:{ports.entra}")
         self.cerner_app = cerner.create_app(public_url=f"http://127.0.0.1:{ports.cerner}")
