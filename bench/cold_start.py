@@ -36,7 +36,8 @@ def main() -> None:
     heavy = subprocess.run(
         [sys.executable, "-c", "import sys, function_app; print(sorted(m for m in ("
          "'fhir.resources', 'jwt', 'azure.identity', 'msgraph', 'azure.communication.phonenumbers', "
-         "'httpx', 'azure.data.tables', 'azure.storage.queue') if m in sys.modules))"],
+         "'httpx', 'azure.data.tables', 'azure.storage.queue', 'opentelemetry', 'azure.monitor') "
+         "if m in sys.modules))"],
         cwd=ROOT, check=True, capture_output=True, text=True,
     ).stdout.strip()
     print(f"heavy SDKs loaded at app import: {heavy}")

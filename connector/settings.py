@@ -8,14 +8,19 @@ emulator on loopback.
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector import __version__
 from connector.domain.endpoint import is_loopback_url
+
+# How an app setting reads when App Service could not resolve its Key Vault reference.
+UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
 class PortalStamp(BaseModel):
@@ -97,6 +102,10 @@ class Settings(BaseSettings):
     # ACS's per-number SMS limit (toll-free: 200 message units a minute); each process paces under it.
     sms_rate_per_minute: int = Field(default=200, ge=1, le=6000)
 
+    # Spans and logs to Application Insights (docs/architecture.md, section 9): "auto" sends them when
+    # APPLICATIONINSIGHTS_CONNECTION_STRING is set outside local mode; "on" in local mode too; "off" never.
+    telemetry: Literal["auto", "on", "off"] = "auto"
+
     # Seals (AES-GCM) the provider's launch session into a cookie: base64 of 32 or more random
     # bytes (the AES key is derived from them with HKDF).
     # A Key Vault reference in Azure; the local stack makes one at first start.
@@ -113,9 +122,18 @@ class Settings(BaseSettings):
                      "session_key", "client_assertion_key", "client_assertion_previous_key",
                      "client_assertion_next_key", "optout_key", "acs_events_key", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value):
+    def _empty_is_unset(cls, value, info):
         # An app setting that exists but is empty means "not configured", not "an empty secret".
-        return None if value == "" else value
+        if value == "":
+            return None
+        # App Service leaves a Key Vault reference it cannot resolve as its own text. infra wires the
+        # operator's optional secrets as references to fixed secret names (so a provision never
+        # wipes them): until the operator puts the secret in the vault, the setting is unset.
+        if isinstance(value, str) and value.startswith(UNRESOLVED_KEY_VAULT_REFERENCE):
+            logging.getLogger("connector.settings").warning(
+                "%s: its Key Vault reference is not resolved (no such secret, or no access): unset", info.field_name)
+            return None
+        return value
 
     @field_validator("storage_table_endpoint", "storage_queue_endpoint", "public_base_url", "admin_authority_host",
                      "acs_endpoint", "graph_base_url", "graph_authority_host")

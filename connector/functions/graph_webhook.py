@@ -11,6 +11,7 @@ import logging
 
 import azure.functions as func
 
+from connector import telemetry
 from connector.composition import container
 from connector.errors import InvalidInput, Problem
 from connector.functions.http import handles_errors, json_response
@@ -49,6 +50,7 @@ def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE%", run_on_startup=False)
+@telemetry.traced("timer")
 def renew_graph_subscriptions(timer: func.TimerRequest) -> None:
     renewed, dropped = container().visits.renew_subscriptions()
     log.info("graph subscriptions renewed: %d, let go: %d", renewed, dropped)

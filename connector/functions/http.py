@@ -11,6 +11,7 @@ from typing import TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
+from connector import telemetry
 from connector.errors import (
     ConfigurationError, ConnectorError, InvalidInput, NotAuthenticated, Problem, problems_from,
 )
@@ -65,15 +66,32 @@ def parse_body(req: func.HttpRequest, model: type[M]) -> M:
         raise InvalidInput("some fields are missing or invalid", problems=problems_from(exc)) from None
 
 
+# Route parameters that are our own ids, recorded on the invocation's span; the others (a join
+# token, a visit's session id) open something and are never recorded.
+TRACED_ROUTE_PARAMS = ("endpoint_id", "operation_id")
+
+
+def _invoke(handler: Callable[[func.HttpRequest], func.HttpResponse], req: func.HttpRequest,
+            on_error: Callable[[Exception], func.HttpResponse]) -> func.HttpResponse:
+    """One HTTP invocation in its span (named after the function, never the URL): the method,
+    the route's ids, the status and, when the handler raised, the error's class."""
+    ids = {name: req.route_params.get(name) for name in TRACED_ROUTE_PARAMS}
+    with telemetry.invocation(handler.__name__, trigger="http", method=req.method, **ids) as span:
+        try:
+            response = handler(req)
+        except Exception as exc:  # noqa: BLE001 - the whole point: nothing escapes as a stack trace
+            span.set(error=type(exc).__name__)
+            response = on_error(exc)
+        span.set(status=response.status_code)
+        return response
+
+
 def handles_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]):
     """Decorate an HTTP trigger so every error goes through :func:`error_response`."""
 
     @wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return handler(req)
-        except Exception as exc:  # noqa: BLE001 - the whole point: nothing escapes as a stack trace
-            return error_response(exc)
+        return _invoke(handler, req, error_response)
 
     return wrapper
 
@@ -127,9 +145,6 @@ def handles_errors_as_pages(handler: Callable[[func.HttpRequest], func.HttpRespo
 
     @wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return handler(req)
-        except Exception as exc:  # noqa: BLE001 - nothing escapes as a stack trace
-            return error_page(exc)
+        return _invoke(handler, req, error_page)
 
     return wrapper

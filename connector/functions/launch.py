@@ -14,6 +14,7 @@ import secrets
 
 import azure.functions as func
 
+from connector import telemetry
 from connector.composition import container
 from connector.domain.launch import SESSION_TTL, STATE_TTL, Persona
 from connector.functions.http import handles_errors_as_pages, redirect
@@ -56,6 +57,7 @@ def launch_callback(req: func.HttpRequest) -> func.HttpResponse:
     signed_in = deps.smart_launch.complete(
         state=req.params.get("state"), code=req.params.get("code"), error=req.params.get("error"),
         browser_bindings=bindings)
+    telemetry.tag(tenant=signed_in.endpoint.tenant_id, endpoint_id=signed_in.endpoint.endpoint_id)
     if signed_in.persona is Persona.patient:
         return redirect(deps.patient_visit.open(signed_in), 303)
     session = deps.provider_visit.open(signed_in)

@@ -9,6 +9,7 @@ definite "no" from ACS is recorded on the operation for the admin. Log lines (lo
 
 import azure.functions as func
 
+from connector import telemetry
 from connector.composition import container
 from connector.services.sms_numbers import ProvisioningRequest
 
@@ -16,6 +17,8 @@ bp = func.Blueprint()
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%CONNECTOR_PROVISIONING_QUEUE%", connection="AzureWebJobsStorage")
+@telemetry.traced("queue")
 def provision_number_worker(msg: func.QueueMessage) -> None:
     request = ProvisioningRequest.model_validate_json(msg.get_body())
+    telemetry.tag(tenant=request.tenant_id, operation_id=request.operation_id)
     container().number_provisioning.run(request)

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import azure.functions as func
 from pydantic import BaseModel
 
+from connector import telemetry
 from connector.composition import container
 from connector.domain.launch import SESSION_TTL
 from connector.errors import NotAuthorized
@@ -53,7 +54,9 @@ class LinkSentView(BaseModel):
 
 def _session(req: func.HttpRequest):
     deps = container()
-    return launch_session(req, deps.session_sealer, deps.clock)
+    session = launch_session(req, deps.session_sealer, deps.clock)
+    telemetry.tag(tenant=session.tenant_id, endpoint_id=session.endpoint_id)
+    return session
 
 
 def _same_origin(req: func.HttpRequest) -> None:

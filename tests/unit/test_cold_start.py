@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ["fhir.resources", "jwt", "azure.identity", "msgraph", "azure.communication.phonenumbers",
-         "azure.communication.sms", "httpx", "azure.data.tables", "azure.storage.queue", "cryptography"]
+         "azure.communication.sms", "httpx", "azure.data.tables", "azure.storage.queue", "cryptography",
+         "opentelemetry", "azure.monitor"]
 
 
 def test_function_app_import_loads_no_heavy_sdk():

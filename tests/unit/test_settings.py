@@ -57,3 +57,21 @@ def test_portal_stamps_are_checked_once_at_start(monkeypatch, stamps):
     monkeypatch.setenv("CONNECTOR_PORTAL_STAMPS", stamps)
     with pytest.raises((ValidationError, ValueError), match="portal_stamps"):
         Settings()
+
+
+def test_an_unresolved_key_vault_reference_is_an_unset_secret_named_in_the_log(monkeypatch, caplog):
+    # infra wires the operator's optional secrets as references to fixed names; App Service leaves a
+    # reference to a secret not yet in the vault as its own text, which must not be taken as a key.
+    monkeypatch.setenv("CONNECTOR_STAMP_REGION", "us")
+    monkeypatch.setenv("CONNECTOR_STORAGE_ACCOUNT_NAME", "stampus01")
+    reference = "@Microsoft.KeyVault(VaultName=kv-us-abc;SecretName=client-assertion-key)"
+    monkeypatch.setenv("CONNECTOR_CLIENT_ASSERTION_KEY", reference)
+    monkeypatch.setenv("CONNECTOR_GRAPH_NOTIFICATION_CERTIFICATE", reference.replace("client-assertion-key", "cert"))
+    monkeypatch.setenv("CONNECTOR_OPTOUT_KEY", "a-resolved-value-of-32-characters!!")
+    with caplog.at_level("WARNING", logger="connector.settings"):
+        settings = Settings()
+    assert settings.client_assertion_key is None and settings.graph_notification_certificate is None
+    assert settings.optout_key.get_secret_value() == "a-resolved-value-of-32-characters!!"
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "client_assertion_key" in logged and "graph_notification_certificate" in logged
+    assert "kv-us-abc" not in logged

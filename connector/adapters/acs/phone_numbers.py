@@ -7,10 +7,12 @@ so it runs in the queue-triggered provisioning worker, never in an HTTP request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from azure.core.polling.base_polling import OperationFailed
 
+from connector import telemetry
 from connector.errors import UpstreamError, UpstreamUnavailable
 from connector.settings import Settings
 
@@ -57,9 +59,15 @@ def _translate(exc: AzureError, what: str, *, conflict_is_started_purchase: bool
 
 
 class AcsPhoneNumbers:
-    def __init__(self, client, *, polling_interval: float = 2.0):
+    def __init__(self, client, *, polling_interval: float = 2.0, host: str | None = None):
         self._client = client
         self._polling_interval = polling_interval
+        self._host = host  # the ACS resource's, for telemetry
+
+    def _traced(self, operation: str):
+        """One span per call (a long-running operation's polls included): the operation, never a number."""
+        return telemetry.span(f"acs {operation}", service="Azure Communication Services", host=self._host,
+                              operation=operation)
 
     def search_toll_free(self, country_code: str) -> SearchedNumbers:
         from azure.communication.phonenumbers import (
@@ -71,10 +79,11 @@ class AcsPhoneNumbers:
             calling=PhoneNumberCapabilityType.NONE, sms=PhoneNumberCapabilityType.INBOUND_OUTBOUND
         )
         try:
-            result = self._client.begin_search_available_phone_numbers(
-                country_code, PhoneNumberType.TOLL_FREE, PhoneNumberAssignmentType.APPLICATION, capabilities,
-                quantity=1, polling_interval=self._polling_interval,
-            ).result()
+            with self._traced("number search"):
+                result = self._client.begin_search_available_phone_numbers(
+                    country_code, PhoneNumberType.TOLL_FREE, PhoneNumberAssignmentType.APPLICATION, capabilities,
+                    quantity=1, polling_interval=self._polling_interval,
+                ).result()
         except AzureError as exc:
             raise _translate(exc, "number search") from exc
         return SearchedNumbers(result.search_id, tuple(result.phone_numbers))
@@ -83,13 +92,15 @@ class AcsPhoneNumbers:
         """Buy what the search holds and wait for it. A search is bought at most once: asked
         again, ACS answers 409 (:class:`PurchaseAlreadyStarted`)."""
         try:
-            self._client.begin_purchase_phone_numbers(search_id, polling_interval=self._polling_interval).result()
+            with self._traced("number purchase"):
+                self._client.begin_purchase_phone_numbers(search_id, polling_interval=self._polling_interval).result()
         except AzureError as exc:
             raise _translate(exc, "number purchase", conflict_is_started_purchase=True) from exc
 
     def owned_numbers(self) -> set[str]:
         try:
-            return {n.phone_number for n in self._client.list_purchased_phone_numbers()}
+            with self._traced("number listing"):
+                return {n.phone_number for n in self._client.list_purchased_phone_numbers()}
         except AzureError as exc:
             raise _translate(exc, "number listing") from exc
 
@@ -97,12 +108,13 @@ class AcsPhoneNumbers:
 def phone_numbers_from_settings(settings: Settings) -> AcsPhoneNumbers:
     from azure.communication.phonenumbers import PhoneNumbersClient
 
+    host = urlsplit(settings.acs_endpoint).hostname
     if settings.acs_emulator_key is not None:
         from azure.core.credentials import AzureKeyCredential
 
         credential = AzureKeyCredential(settings.acs_emulator_key.get_secret_value())
         # The simulator answers at once; the SDK's default 2 s polls would only slow demos.
-        return AcsPhoneNumbers(PhoneNumbersClient(settings.acs_endpoint, credential), polling_interval=0.2)
+        return AcsPhoneNumbers(PhoneNumbersClient(settings.acs_endpoint, credential), polling_interval=0.2, host=host)
     from azure.identity import DefaultAzureCredential
 
-    return AcsPhoneNumbers(PhoneNumbersClient(settings.acs_endpoint, DefaultAzureCredential()))
+    return AcsPhoneNumbers(PhoneNumbersClient(settings.acs_endpoint, DefaultAzureCredential()), host=host)

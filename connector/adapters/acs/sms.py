@@ -22,9 +22,11 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
+from connector import telemetry
 from connector.adapters.net.headers import retry_after_seconds
 from connector.errors import UpstreamError, UpstreamUnavailable
 from connector.settings import Settings
@@ -54,9 +56,10 @@ class NumberPacer:
 
 
 class AcsSmsSender:
-    def __init__(self, client, pacer: NumberPacer | None = None) -> None:
+    def __init__(self, client, pacer: NumberPacer | None = None, *, host: str | None = None) -> None:
         self._client = client  # azure.communication.sms.SmsClient
         self._pacer = pacer
+        self._host = host  # the ACS resource's, for telemetry
 
     def send(self, *, from_number: str, to_number: str, message: str, repeatability_id: str,
              first_sent: datetime, tag: str | None = None) -> str:
@@ -71,25 +74,30 @@ class AcsSmsSender:
         )
         if self._pacer is not None:
             self._pacer.wait(from_number)
-        try:
-            response = self._client._sms_service_client.sms.send(request)
-        except ClientAuthenticationError as exc:
-            raise UpstreamUnavailable("Azure Communication Services could not be signed in to") from exc
-        except HttpResponseError as exc:
-            status = exc.status_code or 0
-            if status == 429 or status >= 500:
-                headers = exc.response.headers if exc.response is not None else None
-                raise UpstreamUnavailable(f"Azure Communication Services is busy (HTTP {status})",
-                                          retry_after=retry_after_seconds(headers)) from exc
-            raise UpstreamError(f"Azure Communication Services refused the SMS (HTTP {status})") from exc
-        except AzureError as exc:
-            raise UpstreamUnavailable("Azure Communication Services did not answer") from exc
-        result = response.value[0]
-        if not result.successful:
-            status = result.http_status_code or 0
-            if status == 429 or status >= 500:
-                raise UpstreamUnavailable(f"Azure Communication Services is busy (HTTP {status})")
-            raise UpstreamError(f"Azure Communication Services refused the SMS (HTTP {status})")
+        # Never the numbers or the text: the service, the host and ACS's status.
+        with telemetry.span("acs sms send", service="Azure Communication Services", host=self._host,
+                            operation="sms send") as call:
+            try:
+                response = self._client._sms_service_client.sms.send(request)
+            except ClientAuthenticationError as exc:
+                raise UpstreamUnavailable("Azure Communication Services could not be signed in to") from exc
+            except HttpResponseError as exc:
+                status = exc.status_code or 0
+                call.set(status=status)
+                if status == 429 or status >= 500:
+                    headers = exc.response.headers if exc.response is not None else None
+                    raise UpstreamUnavailable(f"Azure Communication Services is busy (HTTP {status})",
+                                              retry_after=retry_after_seconds(headers)) from exc
+                raise UpstreamError(f"Azure Communication Services refused the SMS (HTTP {status})") from exc
+            except AzureError as exc:
+                raise UpstreamUnavailable("Azure Communication Services did not answer") from exc
+            result = response.value[0]
+            if not result.successful:
+                status = result.http_status_code or 0
+                call.set(status=status)
+                if status == 429 or status >= 500:
+                    raise UpstreamUnavailable(f"Azure Communication Services is busy (HTTP {status})")
+                raise UpstreamError(f"Azure Communication Services refused the SMS (HTTP {status})")
         return result.message_id
 
 
@@ -112,4 +120,5 @@ def sms_sender_from_settings(settings: Settings) -> AcsSmsSender:
     # No retries in the SDK: a throttled message goes back on the queue (after Retry-After) rather
     # than holding a worker through azure-core's retries; other failures are the queue's to retry.
     client = SmsClient(settings.acs_endpoint, credential, retry_total=0)
-    return AcsSmsSender(client, NumberPacer(settings.sms_rate_per_minute))
+    return AcsSmsSender(client, NumberPacer(settings.sms_rate_per_minute),
+                        host=urlsplit(settings.acs_endpoint).hostname)

@@ -66,6 +66,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+from connector import telemetry
 from connector.domain.meeting import CallSubscription, MeetingRequest, OnlineMeeting
 from connector.errors import (
     ConfigurationError,
@@ -223,6 +224,7 @@ class GraphMeetings:
                 from kiota_authentication_azure.azure_identity_authentication_provider import (
                     AzureIdentityAuthenticationProvider,
                 )
+                from kiota_http.observability_options import ObservabilityOptions
                 from msgraph import GraphServiceClient
                 from msgraph.graph_request_adapter import GraphRequestAdapter
 
@@ -230,6 +232,8 @@ class GraphMeetings:
                 auth = AzureIdentityAuthenticationProvider(
                     self._credential_for(tenant_id, token_http), scopes=[GRAPH_SCOPE], allowed_hosts=[self._host])
                 adapter = GraphRequestAdapter(auth, client=graph_http)
+                # kiota's spans would carry request URLs (organizers' UPNs); ours record the call.
+                adapter.observability_options = ObservabilityOptions(include_euii_attributes=False)
                 adapter.base_url = self._base_url  # not httpx's "…/v1.0/" (see the module docstring)
                 client = GraphServiceClient(request_adapter=adapter)
                 self._clients[tenant_id] = client
@@ -246,7 +250,8 @@ class GraphMeetings:
             options.append(ResponseHandlerOption(NativeResponseHandler()))
         return RequestConfiguration(options=options)
 
-    def _run(self, what: str, coro_factory: Callable[[], Coroutine[Any, Any, T]], *, meeting_call: bool) -> T:
+    def _run(self, what: str, coro_factory: Callable[[], Coroutine[Any, Any, T]], *, meeting_call: bool,
+             operation: str) -> T:
         async def guarded() -> T:
             import httpx
             from kiota_abstractions.api_error import APIError
@@ -257,6 +262,7 @@ class GraphMeetings:
                 raise
             except APIError as exc:
                 status = exc.response_status_code or 0
+                call.set(status=status)
                 log.warning("Microsoft Graph answered %s when %s", status, what)
                 # Graph's message is read to pick our sentence, never repeated.
                 graph_message = str(getattr(getattr(exc, "error", None), "message", None) or "")
@@ -272,7 +278,11 @@ class GraphMeetings:
                 raise UpstreamUnavailable(f"Microsoft Graph could not be reached when {what}; "
                                           "try again shortly") from None
 
-        return self._loop.run(guarded(), self._call_timeout)
+        # The span is the calling thread's (the invocation's), around the whole port call; kiota's
+        # own spans (made on the loop thread) never leave the process (telemetry.otel).
+        with telemetry.span(f"graph {operation}", service="Microsoft Graph", host=self._host,
+                            operation=operation) as call:
+            return self._loop.run(guarded(), self._call_timeout)
 
     def close(self) -> None:
         async def aclose() -> None:
@@ -290,7 +300,8 @@ class GraphMeetings:
     # --- Meetings ------------------------------------------------------------------
     def create_or_get(self, request: MeetingRequest) -> OnlineMeeting:
         client = self._client(request.tenant_id)
-        return self._run("making the Teams meeting", lambda: self._create_or_get(client, request), meeting_call=True)
+        return self._run("making the Teams meeting", lambda: self._create_or_get(client, request), meeting_call=True,
+                         operation="createOrGet")
 
     async def _create_or_get(self, client, request: MeetingRequest) -> OnlineMeeting:
         from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
@@ -357,7 +368,7 @@ class GraphMeetings:
         client = self._client(tenant_id)
         return self._run("subscribing to the meeting's call events",
                          lambda: self._subscribe(client, meeting, notification_url, client_state, expires_at),
-                         meeting_call=False)
+                         meeting_call=False, operation="subscribe")
 
     async def _subscribe(self, client, meeting: OnlineMeeting, notification_url: str, client_state: str,
                          expires_at: datetime) -> CallSubscription:
@@ -388,7 +399,8 @@ class GraphMeetings:
             raise InvalidInput("The subscription id is not one Graph gives")
         client = self._client(tenant_id)
         return self._run("renewing the call-event subscription",
-                         lambda: self._renew(client, subscription_id, expires_at), meeting_call=False)
+                         lambda: self._renew(client, subscription_id, expires_at), meeting_call=False,
+                         operation="renew subscription")
 
     async def _renew(self, client, subscription_id: str, expires_at: datetime) -> datetime:
         from msgraph.generated.models.subscription import Subscription
@@ -406,7 +418,7 @@ class GraphMeetings:
             raise InvalidInput("The subscription id is not one Graph gives")
         client = self._client(tenant_id)
         self._run("deleting a call-event subscription",
-                  lambda: self._delete(client, subscription_id), meeting_call=False)
+                  lambda: self._delete(client, subscription_id), meeting_call=False, operation="delete subscription")
 
     async def _delete(self, client, subscription_id: str) -> None:
         from kiota_abstractions.api_error import APIError

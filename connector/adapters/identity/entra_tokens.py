@@ -46,6 +46,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from connector import telemetry
 from connector.adapters.net.headers import ascii_int, retry_after_seconds
 from connector.errors import ConfigurationError, NotAuthenticated, UpstreamUnavailable
 
@@ -170,24 +171,27 @@ class JwksCache:
         return min(self._refetch_interval, max(COLD_RETRY_SECONDS, failure.retry_after or 0))
 
     def _download(self, now: float) -> _KeySet:
-        try:
-            with self._http.stream(
-                "GET", self._url, headers={"Accept": "application/json"}, timeout=self._timeout
-            ) as response:
-                if response.status_code != 200:
-                    log.warning("JWKS fetch answered HTTP %s", response.status_code)
-                    raise UpstreamUnavailable(
-                        "the identity provider's signing keys are unavailable "
-                        f"(HTTP {response.status_code}); try again shortly",
-                        retry_after=_retry_after(response),
-                    )
-                body = _read_limited(response, MAX_JWKS_BYTES)
-        except httpx.TimeoutException as exc:
-            log.warning("JWKS fetch timed out: %s", type(exc).__name__)
-            raise UpstreamUnavailable(TIMED_OUT) from exc
-        except httpx.HTTPError as exc:
-            log.warning("JWKS fetch failed: %s", type(exc).__name__)
-            raise UpstreamUnavailable(UNREACHABLE) from exc
+        host = httpx.URL(self._url).host
+        with telemetry.span(f"GET {host}", method="GET", host=host, url=self._url) as call:
+            try:
+                with self._http.stream(
+                    "GET", self._url, headers={"Accept": "application/json"}, timeout=self._timeout
+                ) as response:
+                    call.set(status=response.status_code)
+                    if response.status_code != 200:
+                        log.warning("JWKS fetch answered HTTP %s", response.status_code)
+                        raise UpstreamUnavailable(
+                            "the identity provider's signing keys are unavailable "
+                            f"(HTTP {response.status_code}); try again shortly",
+                            retry_after=_retry_after(response),
+                        )
+                    body = _read_limited(response, MAX_JWKS_BYTES)
+            except httpx.TimeoutException as exc:
+                log.warning("JWKS fetch timed out: %s", type(exc).__name__)
+                raise UpstreamUnavailable(TIMED_OUT) from exc
+            except httpx.HTTPError as exc:
+                log.warning("JWKS fetch failed: %s", type(exc).__name__)
+                raise UpstreamUnavailable(UNREACHABLE) from exc
         log.info("JWKS fetched from %s", self._url)
         return _KeySet(_parse_jwks(body), now)
 

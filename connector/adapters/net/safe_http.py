@@ -57,6 +57,7 @@ from typing import Any
 import certifi
 import httpx
 
+from connector import telemetry
 from connector.adapters.net.addresses import Address, is_loopback, parse_address, refusal_reason
 from connector.adapters.net.headers import ascii_int
 from connector.adapters.net.errors import (
@@ -175,16 +176,18 @@ class SafeHttpClient:
         deadline = time.monotonic() + self.limits.total_timeout
         current = _parse_url(url)
         extra = dict(headers or {})
-        for hop in range(self.limits.max_redirects + 1):
-            destination = self._check(current, allow_loopback=allow_loopback, redirected=hop > 0)
-            request = _Outgoing("GET", accept, extra if hop == 0 else {}, None)
-            outcome = self._fetch(current, destination, request, deadline, follow=True)
-            if isinstance(outcome, SafeResponse):
-                return outcome
-            current = _redirect_target(current, outcome)
-        raise TooManyRedirects(
-            f"{_shown(current.host)} redirected more than {self.limits.max_redirects} times."
-        )
+        with _traced("GET", current) as call:
+            for hop in range(self.limits.max_redirects + 1):
+                destination = self._check(current, allow_loopback=allow_loopback, redirected=hop > 0)
+                request = _Outgoing("GET", accept, extra if hop == 0 else {}, None)
+                outcome = self._fetch(current, destination, request, deadline, follow=True)
+                if isinstance(outcome, SafeResponse):
+                    call.set(status=outcome.status_code, redirects=hop)
+                    return outcome
+                current = _redirect_target(current, outcome)
+            raise TooManyRedirects(
+                f"{_shown(current.host)} redirected more than {self.limits.max_redirects} times."
+            )
 
     def post(
         self, url: str, *, form: Mapping[str, str] | None = None, body: bytes | None = None,
@@ -210,14 +213,16 @@ class SafeHttpClient:
                    headers: Mapping[str, str] | None, allow_loopback: bool) -> SafeResponse:
         deadline = time.monotonic() + self.limits.total_timeout
         target = _parse_url(url)
-        destination = self._check(target, allow_loopback=allow_loopback, redirected=False)
-        extra = httpx.Headers(headers or {})
-        if content_type:
-            extra.pop("content-type", None)  # ours, whatever case the caller used
-            extra["Content-Type"] = content_type
-        outcome = self._fetch(target, destination, _Outgoing(method, accept, extra, body), deadline, follow=False)
-        assert isinstance(outcome, SafeResponse)  # follow=False: a redirect is a response
-        return outcome
+        with _traced(method, target) as call:
+            destination = self._check(target, allow_loopback=allow_loopback, redirected=False)
+            extra = httpx.Headers(headers or {})
+            if content_type:
+                extra.pop("content-type", None)  # ours, whatever case the caller used
+                extra["Content-Type"] = content_type
+            outcome = self._fetch(target, destination, _Outgoing(method, accept, extra, body), deadline, follow=False)
+            assert isinstance(outcome, SafeResponse)  # follow=False: a redirect is a response
+            call.set(status=outcome.status_code)
+            return outcome
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -402,6 +407,13 @@ class _ConnectFailed(Exception):
     def __init__(self, error: ConnectorError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _traced(method: str, url: httpx.URL):
+    """The call's telemetry span: the method, the host and the URL without its query (a code, a
+    search's patient id), never a header or a body; the status is added when the answer comes."""
+    shown = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+    return telemetry.span(f"{method} {url.host}", method=method, host=url.host, url=shown)
 
 
 def _parse_url(url: str) -> httpx.URL:

@@ -6,6 +6,8 @@ from azure.core.exceptions import AzureError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from connector import telemetry
+
 
 class StorageProbe:
     def __init__(self, tables: TableServiceClient, queues: QueueServiceClient):
@@ -14,14 +16,16 @@ class StorageProbe:
 
     def tables_reachable(self) -> bool:
         try:
-            next(iter(self._tables.list_tables(results_per_page=1, retry_total=0).by_page()), None)
+            with telemetry.span("table list", service="Azure Table Storage", operation="list"):
+                next(iter(self._tables.list_tables(results_per_page=1, retry_total=0).by_page()), None)
         except AzureError:
             return False
         return True
 
     def queues_reachable(self) -> bool:
         try:
-            next(iter(self._queues.list_queues(results_per_page=1, retry_total=0).by_page()), None)
+            with telemetry.span("queue list", service="Azure Queue Storage", operation="list"):
+                next(iter(self._queues.list_queues(results_per_page=1, retry_total=0).by_page()), None)
         except AzureError:
             return False
         return True

@@ -12,6 +12,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from pydantic import BaseModel
 
+from connector import telemetry
 from connector.adapters.storage.tables import StorageUnavailable
 
 MAX_VISIBILITY_DELAY = timedelta(days=7)  # the service's limit
@@ -29,9 +30,16 @@ class StorageQueue:
     def name(self) -> str:
         return self._client.queue_name
 
+    def _traced(self, operation: str):
+        """One span per call: the queue and the operation, never the message."""
+        name = self.name
+        return telemetry.span(f"queue {operation} {name}", service="Azure Queue Storage", queue=name,
+                              operation=operation)
+
     def create_if_missing(self) -> None:
         try:
-            self._client.create_queue()
+            with self._traced("create"):
+                self._client.create_queue()
         except ResourceExistsError:
             pass
 
@@ -40,9 +48,10 @@ class StorageQueue:
         if not timedelta(0) <= delay <= MAX_VISIBILITY_DELAY:
             raise ValueError("a queue message can be delayed by 0 to 7 days")
         try:
-            sent = self._client.send_message(
-                message.model_dump_json(), visibility_timeout=int(delay.total_seconds())
-            )
+            with self._traced("send"):
+                sent = self._client.send_message(
+                    message.model_dump_json(), visibility_timeout=int(delay.total_seconds())
+                )
         except AzureError as exc:
             raise StorageUnavailable(f"queue {self.name} could not be written") from exc
         return sent.id

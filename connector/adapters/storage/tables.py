@@ -20,6 +20,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from pydantic import BaseModel
 
+from connector import telemetry
 from connector.adapters.storage.entities import from_entity, to_entity
 from connector.errors import ConcurrencyConflict, Conflict, UpstreamUnavailable
 from connector.services.ports import Versioned
@@ -51,9 +52,17 @@ class ModelTable(Generic[M]):
     def name(self) -> str:
         return self._client.table_name
 
+    def _traced(self, operation: str):
+        """One span per call: the table and the operation, never a key (keys hold phone numbers
+        and launch states) or a row."""
+        name = self.name
+        return telemetry.span(f"table {operation} {name}", service="Azure Table Storage", table=name,
+                              operation=operation)
+
     def create_if_missing(self) -> None:
         try:
-            self._client.create_table()
+            with self._traced("create"):
+                self._client.create_table()
         except ResourceExistsError:
             pass
 
@@ -66,9 +75,11 @@ class ModelTable(Generic[M]):
 
     def get(self, partition_key: str, row_key: str) -> Versioned[M] | None:
         try:
-            entity = self._client.get_entity(check_key(partition_key), check_key(row_key))
-        except ResourceNotFoundError:
-            return None
+            with self._traced("get"):
+                try:
+                    entity = self._client.get_entity(check_key(partition_key), check_key(row_key))
+                except ResourceNotFoundError:
+                    return None  # an answer, not a failed call
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be read") from exc
         return self._versioned(entity)
@@ -76,7 +87,8 @@ class ModelTable(Generic[M]):
     def insert(self, item: M) -> str:
         """Insert a new row; :class:`Conflict` if its key exists. Returns the new ETag."""
         try:
-            return self._client.create_entity(self._entity(item))["etag"]
+            with self._traced("insert"):
+                return self._client.create_entity(self._entity(item))["etag"]
         except ResourceExistsError as exc:
             raise Conflict(f"{self._model.__name__} already exists") from exc
         except AzureError as exc:
@@ -93,10 +105,11 @@ class ModelTable(Generic[M]):
     def replace(self, item: M, etag: str) -> str:
         """Replace a row only if nobody changed it since it was read with ``etag``."""
         try:
-            return self._client.update_entity(
-                self._entity(item), mode=UpdateMode.REPLACE, etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-            )["etag"]
+            with self._traced("replace"):
+                return self._client.update_entity(
+                    self._entity(item), mode=UpdateMode.REPLACE, etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )["etag"]
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConcurrencyConflict(
                 f"{self._model.__name__} changed or vanished since it was read; read it again"
@@ -107,14 +120,16 @@ class ModelTable(Generic[M]):
     def upsert(self, item: M) -> str:
         """Write unconditionally: only for rows with a single writer (seeds, idempotent facts)."""
         try:
-            return self._client.upsert_entity(self._entity(item), mode=UpdateMode.REPLACE)["etag"]
+            with self._traced("upsert"):
+                return self._client.upsert_entity(self._entity(item), mode=UpdateMode.REPLACE)["etag"]
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be written") from exc
 
     def delete(self, partition_key: str, row_key: str, etag: str | None = None) -> None:
         kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            self._client.delete_entity(check_key(partition_key), check_key(row_key), **kwargs)
+            with self._traced("delete"):
+                self._client.delete_entity(check_key(partition_key), check_key(row_key), **kwargs)
         except ResourceModifiedError as exc:
             raise ConcurrencyConflict(f"{self._model.__name__} changed since it was read") from exc
         except AzureError as exc:
@@ -123,18 +138,20 @@ class ModelTable(Generic[M]):
     def query(self, filter_: str, parameters: dict[str, str]) -> Iterator[Versioned[M]]:
         """Rows matching an OData filter with ``@name`` parameters (values are never spliced in)."""
         try:
-            for entity in self._client.query_entities(filter_, parameters=parameters):
-                yield self._versioned(entity)
+            with self._traced("query"):  # a leaf span, never current: safe across the yields
+                for entity in self._client.query_entities(filter_, parameters=parameters):
+                    yield self._versioned(entity)
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be read") from exc
 
     def partition(self, partition_key: str) -> Iterator[Versioned[M]]:
         try:
-            entities = self._client.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": check_key(partition_key)}
-            )
-            for entity in entities:
-                yield self._versioned(entity)
+            with self._traced("query"):
+                entities = self._client.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": check_key(partition_key)}
+                )
+                for entity in entities:
+                    yield self._versioned(entity)
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be read") from exc
 
@@ -150,7 +167,8 @@ class ModelTable(Generic[M]):
         for start in range(0, len(entities), MAX_TRANSACTION):
             chunk = entities[start : start + MAX_TRANSACTION]
             try:
-                self._client.submit_transaction([("create", e) for e in chunk])
+                with self._traced("transaction"):
+                    self._client.submit_transaction([("create", e) for e in chunk])
             except TableTransactionError as exc:
                 if exc.status_code == 409:
                     raise Conflict(f"a {self._model.__name__} in the batch already exists") from exc

@@ -7,6 +7,7 @@ from datetime import datetime
 import azure.functions as func
 from pydantic import BaseModel
 
+from connector import telemetry
 from connector.composition import container
 from connector.domain.endpoint import ClientAuth, Environment
 from connector.domain.tenant import Consent, Tenant
@@ -17,10 +18,12 @@ from connector.services.admin_auth import AdminPrincipal, authenticate_admin
 def admin_principal(req: func.HttpRequest) -> AdminPrincipal:
     """The calling admin, from ``Authorization: Bearer``; 401 / 403 otherwise."""
     deps = container()
-    return authenticate_admin(
+    principal = authenticate_admin(
         req.headers.get("Authorization"), deps.admin_token_validator,
         admin_role=deps.settings.admin_app_role, required_scope=deps.settings.admin_api_scope or None,
     )
+    telemetry.tag(tenant=principal.tenant_id)
+    return principal
 
 
 class EndpointView(BaseModel):
