@@ -5,6 +5,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# checkov (infra/validate.py's policy scanner) in a venv of its own, inside .venv so that git and
+# .funcignore already leave it out, with its own pins: it never changes the app's.
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 
 .PHONY: run test deps portal chromium clean
 
@@ -15,11 +19,18 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	@touch $@
+
 node_modules/.installed-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-deps: $(STAMP) node_modules/.installed-stamp
+deps: $(STAMP) $(CHECKOV_STAMP) node_modules/.installed-stamp
 
 # The admin portal: portal/src/*.js (+ @azure/msal-browser) bundled by esbuild into portal/dist/ (git-ignored).
 portal/dist/.built: node_modules/.installed-stamp package-lock.json $(wildcard portal/src/*.js portal/src/*/*.js)

@@ -6,10 +6,15 @@
 //   user-assigned managed identity with data-plane roles only (no keys anywhere)
 //   Key Vault (RBAC mode, purge protection) for the SMART backend-services signing key
 //   Azure Communication Services (SMS, phone numbers) with its data in this geography
-//   Log Analytics + Application Insights (Entra-only ingestion)
+//   Log Analytics + Application Insights (Entra-only ingestion), diagnostic logs of the vault,
+//     the tables and the Event Grid topic
+//   Event Grid: ACS's SMS delivery reports and inbound SMS to the app's /api/events/acs webhook
+//   optional network isolation (network.bicep): the app on a VNet, storage and Key Vault reached
+//     only through private endpoints
 //
 // Secrets never appear in app settings or outputs: storage, ACS, Key Vault and Application
-// Insights are all reached with the managed identity.
+// Insights are all reached with the managed identity; the generated secrets live in Key Vault
+// and the app settings only point at them.
 
 targetScope = 'resourceGroup'
 
@@ -81,14 +86,46 @@ param portalOrigins array = []
 @description('Queue of the phone-number provisioning worker (CONNECTOR_PROVISIONING_QUEUE, and the trigger\'s %setting%).')
 param provisioningQueueName string = 'provision-number'
 
-@description('Redundancy of the stamp\'s storage account.')
+@description('Redundancy of the stamp\'s storage account. Standard_GZRS (three zones, copied to the paired region) where the region has availability zones; Standard_GRS where it has none; Standard_ZRS where the paired region lies outside the stamp\'s geography (data residency).')
 @allowed([
-  'Standard_LRS'
-  'Standard_ZRS'
-  'Standard_GRS'
   'Standard_GZRS'
+  'Standard_GRS'
+  'Standard_ZRS'
 ])
-param storageSku string = 'Standard_ZRS'
+param storageSku string = 'Standard_GZRS'
+
+@description('Flex Consumption zone redundancy. Off by default: a zone-redundant plan keeps at least two always-ready instances per function group, billed whether used or not; the region must offer it, and storageSku should then be zone-redundant too (GZRS or ZRS).')
+param zoneRedundant bool = false
+
+@description('Flex Consumption always-ready instances of the HTTP functions (0: scale to zero, the first request after a quiet spell waits for a cold start).')
+@minValue(0)
+@maxValue(20)
+param alwaysReadyInstances int = 0
+
+@description('Network isolation: the app on a VNet (outbound), storage and Key Vault reachable only through private endpoints in it. The app\'s own endpoints stay public (PowerChart, patients\' phones, Graph and Event Grid call them).')
+param networkIsolation bool = false
+
+@description('Address space of the stamp\'s VNet (network isolation only). Each stamp has its own, unpeered.')
+param vnetAddressPrefix string = '10.90.0.0/16'
+
+@description('Subnet the Function App integrates with (delegated to Microsoft.App/environments).')
+param appSubnetPrefix string = '10.90.0.0/24'
+
+@description('Subnet of the private endpoints of storage and Key Vault.')
+param privateEndpointSubnetPrefix string = '10.90.1.0/24'
+
+@description('Secret the Event Grid subscription sends as the X-Connector-Events-Key header (CONNECTOR_ACS_EVENTS_KEY). Keep it across deployments: main.bicep gets it from azd, which generates it once.')
+@secure()
+@minLength(32)
+param acsEventsKey string
+
+@description('Keys the opt-out list\'s hashes of patients\' numbers (CONNECTOR_OPTOUT_KEY, as base64 of these characters). Keep it across deployments: a new key forgets every STOP.')
+@secure()
+@minLength(32)
+param optoutKey string
+
+@description('Create the Event Grid subscription of ACS SMS events to the app\'s webhook. Event Grid validates the webhook when the subscription is created, so this needs the code running on the app: false on the first deployment, true once the code is deployed.')
+param acsEventSubscription bool = false
 
 @description('Flex Consumption: most instances the app scales out to.')
 @minValue(40)
@@ -107,6 +144,9 @@ param instanceMemoryMB int = 2048
 @secure()
 @minLength(32)
 param sessionKeyMaterial string = '${newGuid()}${newGuid()}'
+
+@description('The operator\'s own app settings for this stamp, e.g. CONNECTOR_CLIENT_SECRET_<TENANT>_<NAME> as a Key Vault reference or CONNECTOR_GRAPH_CLIENT_ID. Written with the rest on every provision (a setting added by hand is not); the settings below win over them.')
+param extraAppSettings object = {}
 
 @description('Tags for every resource; the stamp adds its region.')
 param tags object = {}
@@ -147,6 +187,13 @@ var stampTags = union(tags, {
 var storageAccountName = take('st${region}${resourceToken}', 24)
 var keyVaultName = take('kv-${region}-${resourceToken}', 24)
 var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
+// connector/functions/acs_events.py KEY_HEADER: the webhook refuses a delivery without it.
+var acsEventsKeyHeader = 'X-Connector-Events-Key'
+var publicNetworkAccess = networkIsolation ? 'Disabled' : 'Enabled'
+// Public: any network, but Entra ID is the only way in (no shared keys, no anonymous blobs).
+// Isolated: only the private endpoints. The deployment's own writes (tables, queues, secrets) go
+// through Azure Resource Manager, which these firewalls do not govern.
+var networkDefaultAction = networkIsolation ? 'Deny' : 'Allow'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${functionAppName}'
@@ -170,10 +217,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: networkDefaultAction
     }
   }
 }
@@ -268,10 +315,10 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enablePurgeProtection: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: networkDefaultAction
     }
   }
 }
@@ -293,6 +340,28 @@ resource sessionKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   name: 'session-key'
   properties: {
     value: base64(sessionKeyMaterial)
+    contentType: 'base64 key material'
+  }
+}
+
+// The secret of the Event Grid delivery header. The same value on every deployment (it is a
+// parameter, not newGuid()), so the subscription and the app never disagree.
+resource acsEventsKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: keyVault
+  name: 'acs-events-key'
+  properties: {
+    value: acsEventsKey
+    contentType: 'Event Grid delivery header value'
+  }
+}
+
+// The opt-out list's key (HMAC of patients' numbers): kept, like the events key, or every STOP is
+// forgotten. Written on every deployment with the same value.
+resource optoutKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: keyVault
+  name: 'optout-key'
+  properties: {
+    value: base64(optoutKey)
     contentType: 'base64 key material'
   }
 }
@@ -362,6 +431,57 @@ resource monitoringMetricsPublisher 'Microsoft.Authorization/roleAssignments@202
   }
 }
 
+// Diagnostic logs to the stamp's workspace: who read or changed a secret, and every write and
+// delete of the connector's tables (tenants, endpoints, visits, numbers, opt-outs). Table reads,
+// queue polling and the host's blob leases are left out: they are constant and say little.
+// The app's own requests and traces go to Application Insights.
+resource keyVaultLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: keyVault
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'audit'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource tableLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// Network isolation: VNet, private endpoints and private DNS (network.bicep), only when asked.
+module network 'network.bicep' = if (networkIsolation) {
+  name: 'stamp-network'
+  params: {
+    location: location
+    namePrefix: functionAppName
+    vnetAddressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
+    storageAccountId: storage.id
+    keyVaultId: keyVault.id
+    tags: stampTags
+  }
+}
+
 // Flex Consumption (FC1), not the classic Consumption plan: it is the serverless plan Azure keeps
 // developing for Linux (Linux Consumption gets no new features and is being retired), it runs with
 // no Azure Files content share and no storage key at all (the deployment package is read from a
@@ -378,6 +498,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
   properties: {
     reserved: true
+    zoneRedundant: zoneRedundant
   }
 }
 
@@ -400,12 +521,18 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     // Key Vault references in app settings resolve with the stamp's identity.
     keyVaultReferenceIdentity: identity.id
     clientCertEnabled: false
+    // Inbound stays public in both network modes: PowerChart, patients' phones, Microsoft Graph and
+    // Event Grid call the app from the internet. Isolation is about what the app reaches.
     publicNetworkAccess: 'Enabled'
+    // Outbound through the stamp's VNet (Flex Consumption routes all of it there once integrated).
+    virtualNetworkSubnetId: networkIsolation ? network.outputs.appSubnetId : null
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      // connector/functions/health.py: answers 200 while the stamp's tables and queues answer.
+      healthCheckPath: '/api/health'
       cors: {
         allowedOrigins: portalOrigins
         supportCredentials: false
@@ -423,6 +550,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
       }
       scaleAndConcurrency: {
+        // Flex Consumption's minimum instances: warm instances for the HTTP functions.
+        alwaysReady: (alwaysReadyInstances > 0) ? [
+          {
+            name: 'http'
+            instanceCount: alwaysReadyInstances
+          }
+        ] : []
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
       }
@@ -454,13 +588,14 @@ resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
   }
 }
 
-// The app's settings, all of them (this resource replaces the whole set). Flex Consumption takes
+// The app's settings, all of them (this resource replaces the whole set, so a setting added by hand
+// is gone after the next provision: the operator's go in extraAppSettings). Flex Consumption takes
 // the runtime from functionAppConfig, so FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION are
 // not set here. Written after the role assignments so the host starts with its data roles in place.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
-  properties: {
+  properties: union(extraAppSettings, {
     // The host's storage (and the queue trigger's `AzureWebJobsStorage` connection) by identity.
     AzureWebJobsStorage__accountName: storage.name
     AzureWebJobsStorage__credential: 'managedidentity'
@@ -487,7 +622,17 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CONNECTOR_SCAN_QUEUE: scanQueue.name
     CONNECTOR_SEND_QUEUE: sendQueue.name
     CONNECTOR_SESSION_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${sessionKeySecret.name})'
-  }
+    CONNECTOR_ACS_EVENTS_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${acsEventsKeySecret.name})'
+    CONNECTOR_OPTOUT_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${optoutKeySecret.name})'
+    // The operator's optional secrets: references to fixed names in this vault, so putting the
+    // secret there (and restarting the app) is all it takes and no provision wipes it. Until then
+    // the reference stays unresolved and the connector reads the setting as unset (settings.py).
+    CONNECTOR_GRAPH_NOTIFICATION_CERTIFICATE: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=graph-notification-certificate)'
+    CONNECTOR_GRAPH_NOTIFICATION_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=graph-notification-key)'
+    CONNECTOR_CLIENT_ASSERTION_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=client-assertion-key)'
+    CONNECTOR_CLIENT_ASSERTION_PREVIOUS_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=client-assertion-previous-key)'
+    CONNECTOR_CLIENT_ASSERTION_NEXT_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=client-assertion-next-key)'
+  })
   dependsOn: [
     storageTableDataContributor
     storageQueueDataContributor
@@ -500,6 +645,75 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   ]
 }
 
+// ACS publishes its SMS events on this system topic; the subscription below delivers two of them
+// to the app. The topic needs no running code, the subscription does (see acsEventSubscription).
+resource acsEvents 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: 'evgt-${functionAppName}'
+  location: 'global'
+  tags: stampTags
+  properties: {
+    source: communication.id
+    topicType: 'Microsoft.Communication.CommunicationServices'
+  }
+}
+
+resource acsEventsLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: acsEvents
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        category: 'DeliveryFailures'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// Delivery reports (a notification row's delivered / failed) and inbound SMS (STOP / START) to
+// POST /api/events/acs, in the Event Grid schema the webhook reads (connector/adapters/acs/events.py),
+// with the events key as a secret delivery header. Event Grid validates the webhook when this is
+// created: the app must run the code, and hold the same key (the appsettings above), by then.
+resource acsSmsToConnector 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (acsEventSubscription) {
+  parent: acsEvents
+  name: 'acs-sms-to-connector'
+  properties: {
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.Communication.SMSDeliveryReportReceived'
+        'Microsoft.Communication.SMSReceived'
+      ]
+    }
+    destination: {
+      endpointType: 'WebHook'
+      properties: {
+        endpointUrl: 'https://${functionApp.properties.defaultHostName}/api/events/acs'
+        maxEventsPerBatch: 10
+        preferredBatchSizeInKilobytes: 64
+        deliveryAttributeMappings: [
+          {
+            name: acsEventsKeyHeader
+            type: 'Static'
+            properties: {
+              value: acsEventsKey
+              isSecret: true
+            }
+          }
+        ]
+      }
+    }
+    retryPolicy: {
+      maxDeliveryAttempts: 30
+      eventTimeToLiveInMinutes: 1440
+    }
+  }
+  dependsOn: [
+    appSettings
+  ]
+}
+
 output region string = region
 output functionAppName string = functionApp.name
 @description('The stamp\'s API base URL for the portal\'s stamps list (the portal appends /api/...).')
@@ -509,3 +723,5 @@ output keyVaultUri string = keyVault.properties.vaultUri
 output acsEndpoint string = 'https://${communication.properties.hostName}'
 output managedIdentityClientId string = identity.properties.clientId
 output managedIdentityPrincipalId string = identity.properties.principalId
+output networkIsolated bool = networkIsolation
+output acsEventSubscription bool = acsEventSubscription
