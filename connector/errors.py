@@ -13,7 +13,8 @@ PHI or a secret.
     ├── NotAuthorized                   403  authenticated, not allowed
     ├── NotFound                        404  absent, or another tenant's
     ├── Conflict                        409  duplicates or races with existing state
-    │   └── ConcurrencyConflict         409  an ETag no longer matches (re-read and retry)
+    │   ├── ConcurrencyConflict         409  an ETag no longer matches (re-read and retry)
+    │   └── BaseUrlRegistered           409  a FHIR base URL is registered once per stamp
     ├── UpstreamError                   502  an outside service (EHR, Graph, ACS) failed
     │   ├── UpstreamUnavailable         503  ... and says to come back later (429/5xx)
     │   └── InvalidUpstreamData         502  ... or answered with data we cannot use
@@ -108,6 +109,30 @@ class Conflict(ConnectorError):
 
 class ConcurrencyConflict(Conflict):
     code = "concurrency_conflict"
+
+
+class BaseUrlRegistered(Conflict):
+    """The FHIR base URL is already registered in this stamp (a launch's ``iss`` must lead to one
+    tenant). Says what to do next; never which organisation holds it when it is not the caller's
+    (``ours``: the caller's own tenant holds it, which the caller can see in its own list)."""
+
+    code = "base_url_registered"
+
+    def __init__(self, *, ours: bool) -> None:
+        if ours:
+            message = ("this FHIR base URL is already registered for your organisation; change or remove that "
+                       "endpoint instead of registering the URL again")
+            problem = ("This URL is already one of your organisation's FHIR base URLs (see the list). A URL is "
+                       "registered once: change or remove that one instead.")
+        else:
+            message = ("this FHIR base URL is already registered to another organisation in this stamp; check the "
+                       "URL, or ask your Oracle Health contact which FHIR base URL is your organisation's")
+            problem = ("This URL is already registered to another organisation in this stamp. Check it: each Cerner "
+                       "domain has its own tenant id after /r4/, so copy your domain's URL again. If it is right, "
+                       "ask your Oracle Health contact to confirm it is your domain's, then ask whoever runs this "
+                       "connector to find out why it is taken.")
+        super().__init__(message, problems=[Problem("base_url", problem)])
+        self.ours = ours
 
 
 class UpstreamError(ConnectorError):

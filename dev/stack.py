@@ -139,16 +139,22 @@ class Stack:
 
         keys = ensure_local_keys(self.data_dir / "keys")
         os.environ.update(connector_environment(azurite, p, tls.ca_file, keys))
-        from dev.demo import register_demo_clients, seed_demo
+        from dev.demo import DEMO_ORGANISATIONS, demo_fhir_base, register_demo_clients, seed_demo
 
         demo = register_demo_clients(cerner_app, entra_app, host_url=f"http://127.0.0.1:{p.host}",
                                      sms_number=DEMO_NUMBERS[0])
         seed_demo(demo)
         self.apps = {"cerner": cerner_app, "entra": entra_app, "acs": acs_app, "graph": graph_app}
 
+        # One Cerner tenant (FHIR base URL) per demo organisation: a URL is registered once per stamp.
+        fhir_bases = {
+            f"Cerner sandbox FHIR base of {org.name} ({'seeded' if org.seeded else 'to add in the portal'})":
+                demo_fhir_base(cerner_app, org)
+            for org in DEMO_ORGANISATIONS
+        }
         self.urls = {
             "Sandbox PowerChart (launch a video visit)": cerner_app.state.cerner.urls.powerchart,
-            "Cerner sandbox FHIR base": demo.fhir_base_url,
+            **fhir_bases,
             "Entra ID sandbox issuer": f"{entra_url}/{demo.tenant_id}/v2.0",
             "ACS sandbox SMS outbox": f"http://127.0.0.1:{p.acs}/_sandbox/outbox",
             "Graph sandbox meetings": f"http://127.0.0.1:{p.graph}/_sandbox/meetings",
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nStart a video visit from the sandbox PowerChart: its Teams button launches the connector as"
           "\nthe clinician; Send link texts the patient (see the SMS outbox), whose link opens the meeting.", flush=True)
     print("\nSign in to the portal as Avery Lindqvist (Global Administrator of Contoso Clinic, the"
-          "\ndemo tenant), or Samira Haddad (Fabrikam Health, not set up yet).", flush=True)
+          "\ndemo tenant), or Samira Haddad (Fabrikam Health, not set up yet: she adds Fabrikam's own"
+          "\nFHIR base URL above, as a Test URL).", flush=True)
     print("\nCtrl-C stops everything.", flush=True)
     try:
         stop.wait()

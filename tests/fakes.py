@@ -21,7 +21,7 @@ from connector.domain.endpoint import Environment, FhirEndpoint, normalize_base_
 from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.tenant import Tenant
 from connector.domain.validation import Check, CheckName, ValidationReport
-from connector.errors import ConcurrencyConflict, Conflict, Problem
+from connector.errors import BaseUrlRegistered, ConcurrencyConflict, Conflict
 from connector.services.ports import Versioned
 
 # A fixed, aware instant the fake clock starts at unless told otherwise.
@@ -153,10 +153,7 @@ class FakeEndpointRepository:
         url = normalize_base_url(endpoint.base_url)
         owner = self.urls.get(url)
         if owner is not None and self._owns(url, owner):
-            raise Conflict(
-                "this FHIR base URL is already registered in this stamp",
-                problems=[Problem("base_url", "is already registered")],
-            )
+            raise BaseUrlRegistered(ours=owner[0] == endpoint.tenant_id)
         self.urls[url] = (endpoint.tenant_id, endpoint.endpoint_id)
         return url
 

@@ -80,9 +80,11 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/admin/operations/{operation_id}", "get_operation", "A provisioning operation's progress",
               {200: OperationView, 404: None}),
     Operation("put", "/admin/endpoints/{endpoint_id}/phone-number", "link_number",
-              "Send this endpoint's SMS from a number", {200: EndpointView, 404: None, 422: None}, LinkNumber),
+              "Send this endpoint's SMS from a number (If-Match: the endpoint's ETag)",
+              {200: EndpointView, 404: None, 409: None, 422: None, 428: None}, LinkNumber, if_match=True),
     Operation("delete", "/admin/endpoints/{endpoint_id}/phone-number", "unlink_number",
-              "Stop sending this endpoint's SMS from its number", {200: EndpointView, 404: None}),
+              "Stop sending this endpoint's SMS from its number (If-Match: the endpoint's ETag)",
+              {200: EndpointView, 404: None, 409: None, 428: None}, if_match=True),
     # The clinical flows: pages and redirects for browsers (PowerChart's window, the patient's phone).
     Operation("get", "/launch/provider", "launch_provider",
               "SMART EHR launch from PowerChart: 302 to the EHR's authorize endpoint (and a vv_launch_* cookie "

@@ -28,7 +28,7 @@ from connector.errors import (
     ConcurrencyConflict, Conflict, ConnectorError, NotFound, Problem, UnprocessableInput, UpstreamError,
     UpstreamUnavailable,
 )
-from connector.services.admin_setup import require_sms_consents, stored_endpoint, stored_tenant
+from connector.services.admin_setup import require_sms_consents, required_etag, stored_endpoint, stored_tenant
 from connector.services.ports import (
     Clock, EndpointRepository, IdSource, PhoneNumberRepository, Queue, SecretsIdSource, SystemClock,
     TenantRepository, Versioned,
@@ -187,8 +187,11 @@ class SmsNumbers:
     def link_number(self, tenant_id: str, endpoint_id: str, phone_number: str | None,
                     if_match: str | None) -> Versioned[FhirEndpoint]:
         """Link ``phone_number`` to the endpoint (None unlinks). Only an active number of the
-        tenant's own, and only with both SMS consents."""
-        stored = stored_endpoint(self._endpoints, tenant_id, endpoint_id)
+        tenant's own, and only with both SMS consents. Like any change of an endpoint it needs
+        the ETag the admin read it with (:func:`required_etag`: 428 without it), and a stale one
+        is a :class:`ConcurrencyConflict`, never a silent overwrite of a newer change."""
+        stored = stored_endpoint(self._endpoints, tenant_id, endpoint_id)  # another tenant's: 404 first
+        etag = required_etag(if_match)
         if phone_number is not None:
             require_sms_consents(stored_tenant(self._tenants, tenant_id).item)
             number = self._numbers.get_number(tenant_id, phone_number)
@@ -197,7 +200,7 @@ class SmsNumbers:
                     "that number is not one of this tenant's active numbers",
                     problems=[Problem("phone_number", "is not an active number of this tenant")])
         endpoint: FhirEndpoint = stored.item.model_copy(update={"linked_number": phone_number})
-        self._endpoints.save_endpoint(endpoint, if_match or stored.etag)
+        self._endpoints.save_endpoint(endpoint, etag)
         return self._endpoints.get_endpoint(tenant_id, endpoint_id)
 
 

@@ -1,9 +1,9 @@
 """The admin's whole setup journey in the portal, in headless Chromium, against one local stamp.
 
 Everything runs in-process on loopback: Azurite (session fixture), the Entra ID sandbox
-issuer over https (MSAL insists), the Cerner SMART + FHIR simulator, the ACS phone-numbers
-simulator and the local Functions host serving the built portal and the admin API. Each
-step writes a screenshot under test-artifacts/<test name>/.
+issuer over https (MSAL insists), the Cerner SMART + FHIR simulator (a Cerner tenant per demo
+organisation), the ACS phone-numbers simulator and the local Functions host serving the built
+portal and the admin API. Each step writes a screenshot under test-artifacts/<test name>/.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from connector.composition import container
+from connector.domain.endpoint import EndpointChange
 from connector.settings import get_settings
+from dev.demo import DEMO_ORGANISATIONS, demo_fhir_base, register_demo_clients
 from dev.host import LocalFunctionsHost
 from dev.sandbox import acs, cerner, entra
+from dev.seed import seed_demo_tenant
 from dev.sandbox.server import LoopbackServer, free_port
 from dev.sandbox.tls import ensure_local_tls
 from dev.stack import ACS_SANDBOX_KEY, Ports, connector_environment
@@ -61,7 +64,8 @@ def portal_sandbox(tmp_path_factory):
             LoopbackServer(cerner_app, cerner_port, name="cerner"), \
             LoopbackServer(acs_app, acs_port, name="acs"):
         yield {"ports": Ports(entra=entra_port, cerner=cerner_port, acs=acs_port),
-               "ca_file": tls.ca_file, "cerner": cerner_app.state.cerner}
+               "ca_file": tls.ca_file, "cerner": cerner_app.state.cerner, "cerner_app": cerner_app,
+               "entra_app": entra_app}
 
 
 @pytest.fixture
@@ -90,14 +94,14 @@ def stack(portal_sandbox, azurite, storage_env, unique_prefix, monkeypatch) -> S
 # --- steps of the journey, shared by both tests -------------------------------------------
 
 
-def sign_in_and_pick_region(page: Page, stack: Stack, screenshot=None) -> None:
+def sign_in_and_pick_region(page: Page, stack: Stack, screenshot=None, admin: str = ADMIN) -> None:
     page.goto(f"{stack.host_url}/")
     sign_in = page.get_by_role("button", name="Sign in")
     expect(sign_in).to_be_visible(timeout=TIMEOUT)
     if screenshot:
         screenshot("01-sign-in")
     sign_in.click()
-    account = page.get_by_role("button", name=ADMIN)
+    account = page.get_by_role("button", name=admin)
     expect(account).to_be_visible(timeout=TIMEOUT)  # the sandbox issuer's account picker
     if screenshot:
         screenshot("02-account-picker")
@@ -105,7 +109,7 @@ def sign_in_and_pick_region(page: Page, stack: Stack, screenshot=None) -> None:
 
     # Back on the portal: a new tenant is found in no stamp, so the admin picks the region.
     expect(page.get_by_role("heading", name="Pick a region")).to_be_visible(timeout=TIMEOUT)
-    expect(page.locator("#session-user")).to_have_text(ADMIN)
+    expect(page.locator("#session-user")).to_have_text(admin)
     page.get_by_role("button", name="Continue").click()  # nothing picked yet: explained at the group
     expect(page.get_by_text("Pick a region to continue.")).to_be_visible()
     page.get_by_role("radio", name=re.compile("United States")).check()
@@ -237,6 +241,18 @@ def test_admin_sets_up_the_connector_end_to_end(stack, page, screenshot):
     page.get_by_role("button", name="Link", exact=True).click()
     expect(page.get_by_role("status").filter(has_text=f"Linked {number}")).to_be_visible(timeout=TIMEOUT)
     expect(numbers).to_contain_text(f"linked to {CLINIC}")
+    # Someone changes the endpoint meanwhile (another tab): the ETag this page holds is stale, so
+    # unlinking is refused (409), the page says so and shows what is saved; the next try works.
+    deps = container()
+    [stored] = deps.endpoints.list_endpoints(entra.CONTOSO_TID)
+    deps.admin_setup.change_endpoint(entra.CONTOSO_TID, stored.item.endpoint_id,
+                                     EndpointChange(timezone="America/Denver"), stored.etag)
+    page.get_by_role("button", name=f"Unlink {number} from {CLINIC}").click()
+    expect(page.get_by_role("status").filter(has_text=f"Someone changed {CLINIC} meanwhile")).to_be_visible(
+        timeout=TIMEOUT)
+    expect(numbers).to_contain_text(f"linked to {CLINIC}")
+    assert deps.endpoints.list_endpoints(entra.CONTOSO_TID)[0].item.linked_number == number
+    screenshot("11a-changed-meanwhile")
     unlink = page.get_by_role("button", name=f"Unlink {number} from {CLINIC}")
     expect(unlink).to_be_visible()
     unlink.click()  # unlinking works too; then link it again
@@ -317,6 +333,57 @@ def test_admin_portal_is_usable_at_360px(stack, page, screenshot):
     expect(page.get_by_role("article", name=f"Integration record for {CLINIC}")).to_be_visible(timeout=TIMEOUT)
     no_horizontal_scroll("step 3")
     screenshot("360-review")
+
+
+def test_the_second_demo_organisation_sets_up_its_own_cerner_tenant(stack, portal_sandbox, page, screenshot):
+    """`make run`'s stamp: Contoso Clinic is seeded on the sandbox's first Cerner tenant. Fabrikam's
+    admin (Samira Haddad) tries that URL, is told what to do without being told whose it is, adds
+    Fabrikam's own Cerner tenant's URL and finishes the wizard."""
+    cerner_app = portal_sandbox["cerner_app"]
+    contoso, fabrikam = DEMO_ORGANISATIONS
+    demo = register_demo_clients(cerner_app, portal_sandbox["entra_app"], host_url=stack.host_url)
+    seed_demo_tenant(container(), demo)
+    contoso_url, fabrikam_url = demo_fhir_base(cerner_app, contoso), demo_fhir_base(cerner_app, fabrikam)
+    assert demo.fhir_base_url == contoso_url != fabrikam_url
+    clinic = "Fabrikam clinic"
+
+    sign_in_and_pick_region(page, stack, admin=fabrikam.admin)
+    form = endpoint_form(page)
+    url = form.get_by_label("FHIR base URL")
+    url.fill(contoso_url)  # the first URL a new user finds
+    form.get_by_role("radio", name=re.compile("^Test")).check()
+    form.get_by_label("Display name").fill(clinic)
+    form.get_by_label("Department location ids").fill(", ".join(stack.location_ids))
+    form.get_by_label("Time zone").fill(stack.timezone)
+    form.get_by_role("button", name="Save", exact=True).click()
+    expect(url).to_have_attribute("aria-invalid", "true", timeout=TIMEOUT)
+    error = page.locator(f"#{url.get_attribute('id')}-error")
+    expect(error).to_contain_text("already registered to another organisation in this stamp")
+    expect(error).to_contain_text("each Cerner domain has its own tenant id")
+    expect(error).to_contain_text("Oracle Health contact")
+    expect(url).to_be_focused()
+    for secret in ("Contoso", contoso.tenant_id, "demo-clinic"):
+        assert secret not in page.content()
+    expect(page.get_by_role("article")).to_have_count(0)
+    page.wait_for_timeout(300)
+    screenshot("01-another-organisations-url")
+
+    url.fill(fabrikam_url)
+    form.get_by_role("button", name="Validate").click()
+    expect(form.get_by_role("heading", name="Validation passed")).to_be_visible(timeout=TIMEOUT)
+    form.get_by_role("button", name="Save", exact=True).click()
+    card = page.get_by_role("article", name=clinic)
+    expect(card).to_contain_text(fabrikam_url, timeout=TIMEOUT)
+    screenshot("02-own-url-saved")
+
+    go_to_step(page, "Review and finish")
+    record = page.get_by_role("article", name=f"Integration record for {clinic}")
+    expect(record).to_contain_text(f"{stack.host_url}/api/launch/", timeout=TIMEOUT)
+    page.get_by_role("button", name="Finish", exact=True).click()
+    expect(page.get_by_role("status").filter(has_text="Setup is complete")).to_be_visible()
+    screenshot("03-finished")
+    [stored] = container().endpoints.list_endpoints(fabrikam.tenant_id)
+    assert (stored.item.base_url, stored.item.cerner_tenant_id) == (fabrikam_url, fabrikam.cerner_tenant_id)
 
 
 def test_a_user_who_is_not_an_admin_is_told_so(stack, page, screenshot):

@@ -51,3 +51,21 @@ def test_admin_operations_declare_bearer_security_and_auth_errors():
             if path.startswith("/admin/"):
                 assert operation["security"] == [{"entraId": []}], (method, path)
                 assert {"401", "403"} <= set(operation["responses"]), (method, path)
+
+
+def test_every_change_of_an_endpoint_requires_if_match():
+    """Changes of an endpoint (its settings, its removal, its number, its reminder policy) name
+    the version they saw: If-Match is a required header, 428 without it, 409 when stale."""
+    paths = openapi_document()["paths"]
+    changes = [("/admin/endpoints/{endpoint_id}", "patch"), ("/admin/endpoints/{endpoint_id}", "delete"),
+               ("/admin/endpoints/{endpoint_id}/phone-number", "put"),
+               ("/admin/endpoints/{endpoint_id}/phone-number", "delete"),
+               ("/admin/endpoints/{endpoint_id}/reminder-policy", "put")]
+    for path, method in changes:
+        operation = paths[path][method]
+        headers = [p for p in operation["parameters"] if p["in"] == "header"]
+        assert [(h["name"], h["required"]) for h in headers] == [("If-Match", True)], (method, path)
+        assert {"409", "428"} <= set(operation["responses"]), (method, path)
+    unconditional = [(path, method) for path, item in paths.items() for method, operation in item.items()
+                     if any(p["in"] == "header" for p in operation.get("parameters", []))]
+    assert sorted(unconditional) == sorted(changes)  # and nothing else asks for it

@@ -34,6 +34,10 @@ class Sandbox:
     def token(self, tenant=entra.CONTOSO_TID, user="admin", **kwargs) -> str:
         return self.entra_app.state.issuer.mint_access_token(tenant, user, **kwargs)
 
+    def fhir_base_of(self, cerner_tenant: str) -> str:
+        """The FHIR base URL of another Cerner tenant the simulator serves (``fhir_base``: the first's)."""
+        return self.cerner_app.state.cerner_tenants.get(cerner_tenant).urls.fhir_base
+
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory) -> Sandbox:

@@ -10,6 +10,7 @@ from connector.composition import container
 from connector.functions.admin import endpoints, tenant
 from connector.settings import get_settings
 from dev.sandbox import entra
+from dev.sandbox.cerner import SECOND_TENANT
 from tests.integration.admin_fixtures import body_of, call
 
 pytestmark = pytest.mark.integration
@@ -118,8 +119,40 @@ def test_add_validates_and_records_what_it_discovered(admin, admin_env):
 def test_same_url_twice_is_409(admin, admin_env):
     assert add(admin, admin_env.fhir_base).status_code == 201
     resp = add(admin, admin_env.fhir_base)
-    assert resp.status_code == 409
-    assert body_of(resp)["problems"] == [{"field": "base_url", "message": "is already registered"}]
+    assert resp.status_code == 409 and body_of(resp)["error"] == "base_url_registered"
+    [problem] = body_of(resp)["problems"]
+    assert problem["field"] == "base_url"
+    assert problem["message"].startswith("This URL is already one of your organisation's FHIR base URLs")
+
+
+def test_the_second_organisation_registers_its_own_cerner_tenant_and_is_told_what_to_do_with_anothers(
+        admin, admin_env):
+    """The sandbox serves a Cerner tenant per demo organisation: the second organisation's admin
+    adds their own tenant's URL; the first organisation's URL is refused with what to do next and
+    nothing about who holds it."""
+    contoso = body_of(add(admin, admin_env.fhir_base, display_name="Contoso main campus"))
+    fabrikam = admin_env.token(tenant=entra.FABRIKAM_TID)
+    assert call(tenant.onboard_tenant, "POST", token=fabrikam).status_code == 201
+
+    taken = add(fabrikam, admin_env.fhir_base + "/")
+    body = body_of(taken)
+    assert taken.status_code == 409 and body["error"] == "base_url_registered"
+    assert body["message"].startswith("this FHIR base URL is already registered to another organisation in this stamp")
+    [problem] = body["problems"]
+    assert problem["field"] == "base_url"
+    assert "each Cerner domain has its own tenant id" in problem["message"]
+    assert "Oracle Health contact" in problem["message"]
+    text = taken.get_body().decode()
+    for secret in (entra.CONTOSO_TID, contoso["endpoint_id"], "Contoso", admin_env.fhir_base):
+        assert secret not in text
+
+    own = add(fabrikam, admin_env.fhir_base_of(SECOND_TENANT), display_name="Fabrikam clinic")
+    assert own.status_code == 201, body_of(own)
+    assert body_of(own)["cerner_tenant_id"] == SECOND_TENANT
+    assert body_of(own)["token_url"] == admin_env.fhir_base_of(SECOND_TENANT).replace(
+        f"/r4/{SECOND_TENANT}", f"/tenants/{SECOND_TENANT}/protocols/oauth2/profiles/smart-v1/token")
+    assert [e["endpoint_id"] for e in body_of(call(endpoints.list_endpoints, "GET", token=admin))["endpoints"]] == [
+        contoso["endpoint_id"]]
 
 
 def test_loopback_in_production_fails_validation_and_saves_nothing(admin, admin_env):

@@ -97,14 +97,16 @@ def test_provision_link_and_unlink(admin, admin_env, storage_env):
                             body={"base_url": admin_env.fhir_base, "environment": "test"}))
     link_route = {"endpoint_id": endpoint["endpoint_id"]}
     linked = call(numbers.link_number, "PUT", token=admin, route_params=link_route,
-                  body={"phone_number": done["phone_number"]})
+                  body={"phone_number": done["phone_number"]}, headers={"If-Match": endpoint["etag"]})
     assert linked.status_code == 200 and body_of(linked)["linked_number"] == done["phone_number"]
+    assert linked.headers["ETag"] == body_of(linked)["etag"] != endpoint["etag"]
     listing = body_of(call(numbers.list_numbers, "GET", token=admin))
     assert listing["phone_numbers"][0]["linked_endpoint_ids"] == [endpoint["endpoint_id"]]
     assert listing["operations"][0]["status"] == "succeeded"
 
-    unlinked = call(numbers.unlink_number, "DELETE", token=admin, route_params=link_route)
-    assert body_of(unlinked)["linked_number"] is None
+    unlinked = call(numbers.unlink_number, "DELETE", token=admin, route_params=link_route,
+                    headers={"If-Match": linked.headers["ETag"]})
+    assert unlinked.status_code == 200 and body_of(unlinked)["linked_number"] is None
     assert body_of(call(numbers.list_numbers, "GET", token=admin))["phone_numbers"][0]["linked_endpoint_ids"] == []
 
 
@@ -123,11 +125,71 @@ def test_only_the_tenants_own_active_numbers_can_be_linked(admin, admin_env):
     consent(admin)
     endpoint = body_of(call(endpoints.add_endpoint, "POST", token=admin,
                             body={"base_url": admin_env.fhir_base, "environment": "test"}))
-    route = {"endpoint_id": endpoint["endpoint_id"]}
-    resp = call(numbers.link_number, "PUT", token=admin, route_params=route, body={"phone_number": "+18005550100"})
+    route, if_match = {"endpoint_id": endpoint["endpoint_id"]}, {"If-Match": endpoint["etag"]}
+    resp = call(numbers.link_number, "PUT", token=admin, route_params=route, body={"phone_number": "+18005550100"},
+                headers=if_match)
     assert resp.status_code == 422 and body_of(resp)["problems"][0]["field"] == "phone_number"
-    bad = call(numbers.link_number, "PUT", token=admin, route_params=route, body={"phone_number": "555-0100"})
+    bad = call(numbers.link_number, "PUT", token=admin, route_params=route, body={"phone_number": "555-0100"},
+               headers=if_match)
     assert bad.status_code == 400
+
+
+def owned_number(token, admin_env, storage_env) -> str:
+    """A number provisioned for the caller's tenant through the API and the worker."""
+    operation = body_of(call(numbers.provision_number, "POST", token=token, body={"country_code": "US"}))
+    assert run_worker(storage_env, get_settings().provisioning_queue) == 1
+    return operation_of(token, operation["operation_id"])["phone_number"]
+
+
+def test_link_and_unlink_need_the_etag_the_endpoint_was_read_with(admin, admin_env, storage_env):
+    """As for endpoint changes: no If-Match is a 428 with the same error shape, a malformed one a
+    400, a stale one a 409; none of them changes what is stored."""
+    consent(admin)
+    number = owned_number(admin, admin_env, storage_env)
+    endpoint = body_of(call(endpoints.add_endpoint, "POST", token=admin,
+                            body={"base_url": admin_env.fhir_base, "environment": "test"}))
+    route = {"endpoint_id": endpoint["endpoint_id"]}
+    change_missing = call(endpoints.change_endpoint, "PATCH", token=admin, route_params=route,
+                          body={"display_name": "x"})
+    for builder, method, body in ((numbers.link_number, "PUT", {"phone_number": number}),
+                                  (numbers.unlink_number, "DELETE", None)):
+        missing = call(builder, method, token=admin, route_params=route, body=body)
+        assert missing.status_code == 428 == change_missing.status_code
+        assert body_of(missing) == body_of(change_missing) == {
+            "error": "precondition_required", "message": "send the endpoint's ETag in If-Match",
+            "problems": [{"field": "If-Match", "message": "is required"}]}
+        garbage = call(builder, method, token=admin, route_params=route, body=body, headers={"If-Match": "garbage"})
+        assert garbage.status_code == 400 and body_of(garbage)["problems"][0]["field"] == "If-Match"
+    assert body_of(call(endpoints.get_endpoint, "GET", token=admin, route_params=route))["etag"] == endpoint["etag"]
+
+    # Another tab renames the endpoint; this one still holds the ETag it read before.
+    renamed = call(endpoints.change_endpoint, "PATCH", token=admin, route_params=route,
+                   headers={"If-Match": endpoint["etag"]}, body={"display_name": "Renamed meanwhile"})
+    assert renamed.status_code == 200
+    stale = call(numbers.link_number, "PUT", token=admin, route_params=route, body={"phone_number": number},
+                 headers={"If-Match": endpoint["etag"]})
+    assert stale.status_code == 409 and body_of(stale)["error"] == "concurrency_conflict"
+    current = body_of(call(endpoints.get_endpoint, "GET", token=admin, route_params=route))
+    assert (current["display_name"], current["linked_number"]) == ("Renamed meanwhile", None)
+
+    linked = call(numbers.link_number, "PUT", token=admin, route_params=route, body={"phone_number": number},
+                  headers={"If-Match": current["etag"]})
+    assert linked.status_code == 200 and body_of(linked)["display_name"] == "Renamed meanwhile"
+    stale_unlink = call(numbers.unlink_number, "DELETE", token=admin, route_params=route,
+                        headers={"If-Match": current["etag"]})
+    assert stale_unlink.status_code == 409 and body_of(stale_unlink)["error"] == "concurrency_conflict"
+    assert body_of(call(endpoints.get_endpoint, "GET", token=admin, route_params=route))["linked_number"] == number
+
+
+def test_another_tenants_endpoint_is_404_whatever_the_if_match(admin, admin_env):
+    endpoint = body_of(call(endpoints.add_endpoint, "POST", token=admin,
+                            body={"base_url": admin_env.fhir_base, "environment": "test"}))
+    fabrikam = admin_env.token(tenant=entra.FABRIKAM_TID)
+    call(tenant.onboard_tenant, "POST", token=fabrikam)
+    for headers in ({}, {"If-Match": endpoint["etag"]}):
+        resp = call(numbers.unlink_number, "DELETE", token=fabrikam, headers=headers,
+                    route_params={"endpoint_id": endpoint["endpoint_id"]})
+        assert resp.status_code == 404
 
 
 def test_a_second_request_while_one_runs_is_409_naming_it_then_accepted_once_done(admin, admin_env, storage_env):

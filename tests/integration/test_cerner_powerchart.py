@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from dev.sandbox.cerner import CernerSimulator, RegisteredClient, create_app
+from dev.sandbox.cerner import SECOND_TENANT, CernerSimulator, RegisteredClient, create_app
 from dev.sandbox.server import LoopbackServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -295,6 +295,20 @@ def test_the_practitioner_switcher_lists_their_day_and_launches_as_them(http, ce
     assert (token["user"], token["patient"], token["encounter"]) == ("4122703", "12744008", "97960008")
     unknown = http.get(cerner.page, params={"user": "999"})
     assert unknown.status_code == 400 and "999" in unknown.text
+
+
+def test_another_tenants_powerchart_launches_with_that_tenants_fhir_base(http, cerner, app_server):
+    page = http.get(cerner.page, params={"tenant": SECOND_TENANT})
+    assert page.status_code == 200 and SECOND_TENANT in page.text
+    form = teams_buttons(parse(page.text))["4826005"]
+    assert form.fields == {"appointment": "4826005", "client_id": APP_ID, "tenant": SECOND_TENANT}
+    click(http, cerner, form)
+    second_iss = f"{cerner.url}/r4/{SECOND_TENANT}"
+    assert app_server.last()["iss"] == [second_iss]
+    token = complete_launch(http, second_iss, app_server.last()["launch"][0], cerner)
+    assert (token["tenant"], token["patient"], token["encounter"]) == (SECOND_TENANT, "12744005", "97960005")
+    assert cerner.sim.audit("powerchart") == []  # the primary tenant saw nothing of it
+    assert http.get(cerner.page, params={"tenant": "not-a-tenant"}).status_code == 404
 
 
 def test_without_a_launch_url_the_page_says_so_and_offers_no_button(app_server):

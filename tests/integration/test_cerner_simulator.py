@@ -25,7 +25,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dev.sandbox.cerner import CernerSimulator, RegisteredClient, create_app
+from dev.sandbox.cerner import (
+    DEFAULT_TENANT, SANDBOX_TENANTS, SECOND_TENANT, CernerSimulator, CernerTenants, RegisteredClient, create_app,
+)
 from dev.sandbox.server import LoopbackServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -45,6 +47,7 @@ DAY = [("date", "ge2026-01-15T00:00:00-06:00"), ("date", "lt2026-01-16T00:00:00-
 class Cerner:
     url: str
     sim: CernerSimulator
+    tenants: CernerTenants | None = None
 
     @property
     def iss(self) -> str:
@@ -85,7 +88,7 @@ def cerner(rsa_key: SigningKey, ec_key: SigningKey):
     ]
     app = create_app(public_url=url, today=TODAY, clients=clients)
     with LoopbackServer(app, port, name="cerner"):
-        yield Cerner(url, app.state.cerner)
+        yield Cerner(url, app.state.cerner, app.state.cerner_tenants)
 
 
 @pytest.fixture
@@ -105,7 +108,7 @@ def pkce() -> tuple[str, str]:
 
 def mint_launch(http: httpx.Client, cerner: Cerner, **context: str) -> str:
     body = context or {"appointment": cerner.sim.seed.video_visit_id}
-    response = http.post(f"{cerner.url}/_sandbox/launch", json=body)
+    response = http.post(f"{cerner.url}/_sandbox/launch", json=body, params={"tenant": cerner.sim.urls.tenant_id})
     assert response.status_code == 200, response.text
     assert response.json()["iss"] == cerner.iss
     return response.json()["launch"]
@@ -253,6 +256,78 @@ def test_id_token_verifies_against_the_published_jwks(http, cerner):
     assert token["user"] == "4122701"
     assert claims["fhirUser"] == f"{cerner.iss}/Practitioner/4122701"
     assert "nonce" not in claims and "name" not in claims  # no nonce sent, no profile scope asked
+
+
+def test_each_tenant_is_its_own_domain_with_its_own_discovery_launches_and_tokens(http, cerner, rsa_key):
+    """Like Cerner's hosts, one sandbox serves several tenants (domains): each its own FHIR base,
+    SMART configuration, OAuth endpoints, launches, tokens and id_token issuer; the registered
+    clients (Cerner's code console) are the same for all."""
+    assert cerner.tenants.ids == SANDBOX_TENANTS == (DEFAULT_TENANT, SECOND_TENANT)
+    assert cerner.sim is cerner.tenants.primary and cerner.sim.urls.tenant_id == DEFAULT_TENANT
+    other = Cerner(cerner.url, cerner.tenants.get(SECOND_TENANT), cerner.tenants)
+    assert other.iss == f"{cerner.url}/r4/{SECOND_TENANT}" != cerner.iss
+    for tenant in (cerner, other):
+        tenant_id = tenant.sim.urls.tenant_id
+        prefix = f"{cerner.url}/tenants/{tenant_id}/protocols/oauth2/profiles/smart-v1"
+        config = http.get(f"{tenant.iss}/.well-known/smart-configuration").json()
+        assert config["authorization_endpoint"] == f"{prefix}/personas/provider/authorize"
+        assert config["token_endpoint"] == f"{prefix}/token" and config["jwks_uri"] == f"{cerner.url}/jwk"
+        metadata = http.get(f"{tenant.iss}/metadata").json()
+        assert metadata["implementation"]["url"] == tenant.iss
+
+    # An EHR launch in the second tenant, through its own authorize and token endpoints.
+    visit = other.sim.seed.video_visit_id
+    minted = http.post(f"{cerner.url}/_sandbox/launch", params={"tenant": SECOND_TENANT}, json={"appointment": visit})
+    assert minted.status_code == 200 and minted.json()["iss"] == other.iss
+    verifier, challenge = pkce()
+    code = redirect_params(authorize(http, other, challenge, launch=minted.json()["launch"]))["code"]
+    token = exchange(http, other, code, verifier).json()
+    assert token["tenant"] == SECOND_TENANT and token["user"] == "4122701"
+    assert http.get(f"{other.iss}/Patient/{token['patient']}", headers=bearer(token["access_token"])).status_code == 200
+    # ... whose token opens nothing in the first tenant, and whose launch the first does not know.
+    assert http.get(f"{cerner.iss}/Patient/{token['patient']}", headers=bearer(token["access_token"])).status_code == 401
+    _, challenge = pkce()
+    foreign = authorize(http, cerner, challenge, launch=mint_launch(http, other))
+    assert redirect_params(foreign)["error"] == "invalid_request"
+
+    # Its id_token names its own issuer and verifies against the one /jwk of every tenant's keys.
+    issuer = other.sim.urls.oidc_issuer
+    assert issuer == f"{cerner.url}/tenants/{SECOND_TENANT}/oidc/idsps/{SECOND_TENANT}/"
+    assert http.get(f"{issuer}.well-known/openid-configuration").json()["issuer"] == issuer
+    jwks = http.get(f"{cerner.url}/jwk").json()
+    assert {k["kid"] for k in jwks["keys"]} == {cerner.sim.signing_kid, other.sim.signing_kid}
+    header = jwt.get_unverified_header(token["id_token"])
+    assert header["kid"] == other.sim.signing_kid
+    key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == header["kid"])).key
+    claims = jwt.decode(token["id_token"], key, algorithms=["RS256"], audience=PROVIDER_APP, issuer=issuer)
+    assert claims["fhirUser"] == f"{other.iss}/Practitioner/4122701"
+
+    # Backend services: an assertion for the second tenant's token URL only works there.
+    system = backend_token(http, other, client_assertion(rsa_key, other))
+    assert system.status_code == 200, system.text
+    assert search(http, other, system.json()["access_token"], [("location", FAMILY_MEDICINE), *DAY]).status_code == 200
+    assert_oauth_error(backend_token(http, cerner, client_assertion(rsa_key, other)), 401, "invalid_client")
+
+    # Each tenant keeps its own audit trail.
+    assert [e["outcome"] for e in other.sim.audit("authorize")] == ["code"]
+    assert [e["outcome"] for e in cerner.sim.audit("authorize")] == ["invalid_request"]
+
+
+def test_a_tenant_the_sandbox_does_not_serve_is_404_everywhere(http, cerner):
+    unknown = "0b8a0111-e8e6-4c26-a91c-5069cbc6b1ca"
+    oauth = f"{cerner.url}/tenants/{unknown}/protocols/oauth2/profiles/smart-v1"
+    metadata = http.get(f"{cerner.url}/r4/{unknown}/metadata")
+    assert metadata.status_code == 404 and metadata.json()["resourceType"] == "OperationOutcome"
+    assert http.get(f"{cerner.url}/r4/{unknown}/.well-known/smart-configuration").status_code == 404
+    assert http.get(f"{oauth}/personas/provider/authorize", params={"client_id": PROVIDER_APP}).status_code == 404
+    assert http.post(f"{oauth}/token", data={"grant_type": "client_credentials"}).status_code == 404
+    assert http.post(f"{oauth}/token/revoke", data={"token": "x"}).status_code == 404
+    for tenant, idsp in ((unknown, unknown), (DEFAULT_TENANT, SECOND_TENANT)):
+        assert http.get(f"{cerner.url}/tenants/{tenant}/oidc/idsps/{idsp}/.well-known/openid-configuration"
+                        ).status_code == 404
+    refused = http.post(f"{cerner.url}/_sandbox/launch", params={"tenant": unknown}, json={})
+    assert refused.status_code == 404 and refused.json()["tenants"] == list(SANDBOX_TENANTS)
+    assert http.get(f"{cerner.url}/_sandbox/schedule", params={"tenant": unknown}).status_code == 404
 
 
 def test_id_token_echoes_the_nonce_and_gives_profile_claims(http, cerner):

@@ -83,10 +83,18 @@ def test_stack_comes_up_seeded_and_ctrl_c_leaves_nothing_behind(stack):
     assert health.json()["checks"] == {"tables": True, "queues": True}
     assert "Virtual visits connector" in httpx.get(f"{host}/", timeout=10).text
 
-    # the demo's FHIR base answers with an R4 CapabilityStatement
-    fhir_base = next(line.split()[-1] for line in banner.splitlines() if "Cerner sandbox FHIR base" in line)
-    metadata = httpx.get(f"{fhir_base}/metadata", timeout=10).json()
-    assert metadata["resourceType"] == "CapabilityStatement" and metadata["fhirVersion"].startswith("4.0")
+    # one FHIR base per demo organisation (its own Cerner tenant), each answering with an R4
+    # CapabilityStatement and its own SMART configuration
+    bases = {line.split(" (")[0].split(" of ")[-1]: line.split()[-1]
+             for line in banner.splitlines() if "Cerner sandbox FHIR base of" in line}
+    assert list(bases) == ["Contoso Clinic", "Fabrikam Health"] and len(set(bases.values())) == 2
+    assert "Contoso Clinic (seeded)" in banner and "Fabrikam Health (to add in the portal)" in banner
+    for base in bases.values():
+        metadata = httpx.get(f"{base}/metadata", timeout=10).json()
+        assert metadata["resourceType"] == "CapabilityStatement" and metadata["fhirVersion"].startswith("4.0")
+        smart = httpx.get(f"{base}/.well-known/smart-configuration", timeout=10).json()
+        assert f"/tenants/{base.rsplit('/', 1)[1]}/" in smart["token_endpoint"]
+    fhir_base = bases["Contoso Clinic"]
 
     # the demo tenant is seeded: its endpoint is the Cerner sandbox, with what validation would find
     azurite = AzuriteEndpoints(ports["azurite-blob"], ports["azurite-queue"], ports["azurite-table"])

@@ -14,7 +14,8 @@ from connector.domain.endpoint import EndpointChange, EndpointDraft, Environment
 from connector.domain.tenant import Consent
 from connector.domain.validation import CheckName
 from connector.errors import (
-    ConcurrencyConflict, Conflict, InvalidInput, NotFound, PreconditionRequired, Problem, UnprocessableInput,
+    BaseUrlRegistered, ConcurrencyConflict, Conflict, InvalidInput, NotFound, PreconditionRequired, Problem,
+    UnprocessableInput,
 )
 from connector.functions.http import error_response
 from connector.services.admin_setup import AdminSetup, ValidationFailed
@@ -191,12 +192,48 @@ def test_a_url_registered_in_the_stamp_is_a_conflict_whatever_its_spelling_or_te
     for tenant_id, url in ((TENANT, BASE), (OTHER_TENANT, BASE + "/"), (OTHER_TENANT, BASE.replace("https", "HTTPS"))):
         with pytest.raises(Conflict) as raised:
             setup.use_case.add_endpoint(tenant_id, draft(url))
-        assert type(raised.value) is Conflict and raised.value.http_status == 409
-        assert raised.value.problems == [Problem("base_url", "is already registered")]
+        assert type(raised.value) is BaseUrlRegistered and raised.value.http_status == 409
+        assert raised.value.code == "base_url_registered" and raised.value.ours is (tenant_id == TENANT)
+        assert [p.field for p in raised.value.problems] == ["base_url"]
 
     assert [s.item.endpoint_id for s in setup.use_case.list_endpoints(TENANT)] == [first.item.endpoint_id]
     assert setup.use_case.list_endpoints(OTHER_TENANT) == []
     assert setup.endpoints.find_by_base_url(BASE + "/") == first
+
+
+def test_a_url_another_organisation_registered_says_what_to_do_and_never_whose_it_is(setup):
+    """The admin learns what to do next (check the URL: each Cerner domain has its own tenant id;
+    ask their Oracle Health contact) and nothing about who holds it: the same answer whichever
+    organisation it is, with no tenant id, endpoint id or display name of theirs."""
+    third = "33333333-4444-5555-6666-777777777777"
+    for tenant_id in (OTHER_TENANT, third):
+        setup.use_case.onboard_tenant(tenant_id)
+    theirs = setup.use_case.add_endpoint(OTHER_TENANT, draft(display_name="Fabrikam North"))
+    answers = []
+    for tenant_id in (TENANT, third):
+        with pytest.raises(BaseUrlRegistered) as raised:
+            setup.use_case.add_endpoint(tenant_id, draft(BASE + "/"))
+        assert raised.value.ours is False
+        answers.append(error_response(raised.value).get_body().decode())
+    assert answers[0] == answers[1]  # whoever asks, whoever holds it
+    body = answers[0]
+    for secret in (OTHER_TENANT, theirs.item.endpoint_id, "Fabrikam", BASE):
+        assert secret not in body
+    problem = raised.value.problems[0]
+    assert problem.field == "base_url" and problem.message.startswith("This URL is already registered to another organisation")
+    for advice in ("each Cerner domain has its own tenant id", "Oracle Health contact"):
+        assert advice in problem.message
+    assert "another organisation" in raised.value.message and "Oracle Health contact" in raised.value.message
+
+
+def test_a_url_the_organisation_registered_itself_says_so(setup):
+    mine = setup.use_case.add_endpoint(TENANT, draft(display_name="Main clinic"))
+    with pytest.raises(BaseUrlRegistered) as raised:
+        setup.use_case.add_endpoint(TENANT, draft(BASE + "/"))
+    assert raised.value.ours is True and "another organisation" not in raised.value.message
+    assert "already registered for your organisation" in raised.value.message
+    assert raised.value.problems[0].message.startswith("This URL is already one of your organisation's FHIR base URLs")
+    assert setup.use_case.list_endpoints(TENANT) == [mine]
 
 
 def test_validate_returns_the_report_without_saving(setup):
@@ -303,9 +340,9 @@ def test_a_change_that_would_leave_the_endpoint_invalid_is_unprocessable(setup, 
 
 def test_changing_to_a_url_registered_elsewhere_is_a_conflict(setup, added):
     other = setup.use_case.add_endpoint(TENANT, draft(OTHER_BASE))
-    with pytest.raises(Conflict) as raised:
+    with pytest.raises(BaseUrlRegistered) as raised:
         setup.use_case.change_endpoint(TENANT, added.item.endpoint_id, EndpointChange(base_url=OTHER_BASE), added.etag)
-    assert raised.value.problems == [Problem("base_url", "is already registered")]
+    assert raised.value.ours and "your organisation's FHIR base URLs" in raised.value.problems[0].message
     assert setup.endpoints.get_endpoint(TENANT, added.item.endpoint_id) == added
     assert setup.endpoints.find_by_base_url(OTHER_BASE) == other
 

@@ -24,7 +24,10 @@ from connector.domain.phone_number import (
     NumberProvisioning, PhoneNumber, PhoneNumberState, ProvisioningStatus, ProvisioningStep,
 )
 from connector.domain.tenant import Consent, Tenant
-from connector.errors import ConcurrencyConflict, NotFound, UnprocessableInput, UpstreamUnavailable
+from connector.errors import (
+    ConcurrencyConflict, InvalidInput, NotFound, PreconditionRequired, Problem, UnprocessableInput,
+    UpstreamUnavailable,
+)
 from connector.functions.http import error_response
 from connector.services import sms_numbers
 from connector.services.sms_numbers import (
@@ -400,7 +403,7 @@ def test_an_active_number_of_the_tenant_links_and_unlinks(repo, endpoints, clock
     repo.record_number(PhoneNumber(tenant_id=TENANT, phone_number=NUMBER, acquired_at=clock.now()))
     use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
 
-    linked = use_case.link_number(TENANT, ENDPOINT, NUMBER, None)
+    linked = use_case.link_number(TENANT, ENDPOINT, NUMBER, endpoints.get_endpoint(TENANT, ENDPOINT).etag)
     assert linked.item.linked_number == NUMBER and linked == endpoints.get_endpoint(TENANT, ENDPOINT)
     [view], _ = use_case.list_numbers(TENANT)
     assert (view.phone_number, view.linked_endpoint_ids) == (NUMBER, [ENDPOINT])
@@ -417,13 +420,14 @@ def test_linking_needs_both_consents_and_an_active_number_of_the_tenant(repo, en
     before = endpoints.get_endpoint(TENANT, ENDPOINT)
     no_consent = FakeTenantRepository(Tenant(tenant_id=TENANT, region="us", created_at=clock.now()))
     with pytest.raises(UnprocessableInput) as raised:
-        SmsNumbers(no_consent, repo, endpoints, FakeQueue(), clock=clock).link_number(TENANT, ENDPOINT, NUMBER, None)
+        SmsNumbers(no_consent, repo, endpoints, FakeQueue(), clock=clock).link_number(
+            TENANT, ENDPOINT, NUMBER, before.etag)
     assert [p.field for p in raised.value.problems] == ["terms", "data"]
 
     use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
     for number in (NUMBER, "+18005550199"):  # released; never ours
         with pytest.raises(UnprocessableInput) as raised:
-            use_case.link_number(TENANT, ENDPOINT, number, None)
+            use_case.link_number(TENANT, ENDPOINT, number, before.etag)
         assert [p.field for p in raised.value.problems] == ["phone_number"]
     assert endpoints.get_endpoint(TENANT, ENDPOINT) == before
 
@@ -433,9 +437,34 @@ def test_a_stale_etag_on_link_is_a_concurrency_conflict(repo, endpoints, clock):
     use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
     old = endpoints.get_endpoint(TENANT, ENDPOINT).etag
     use_case.link_number(TENANT, ENDPOINT, NUMBER, old)
-    with pytest.raises(ConcurrencyConflict):
+    with pytest.raises(ConcurrencyConflict) as raised:
         use_case.link_number(TENANT, ENDPOINT, None, old)
+    assert error_response(raised.value).status_code == 409  # as a stale change of the endpoint is
     assert endpoints.get_endpoint(TENANT, ENDPOINT).item.linked_number == NUMBER
+
+
+@pytest.mark.parametrize("number", [NUMBER, None], ids=["link", "unlink"])
+def test_link_and_unlink_need_if_match_as_endpoint_changes_do(repo, endpoints, clock, number):
+    """No fallback to the stored ETag: a portal that read the endpoint before someone else changed
+    it must not overwrite that change without knowing."""
+    repo.record_number(PhoneNumber(tenant_id=TENANT, phone_number=NUMBER, acquired_at=clock.now()))
+    use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
+    before = endpoints.get_endpoint(TENANT, ENDPOINT)
+    with pytest.raises(PreconditionRequired) as raised:
+        use_case.link_number(TENANT, ENDPOINT, number, None)
+    assert error_response(raised.value).status_code == 428
+    assert raised.value.problems == [Problem("If-Match", "is required")]
+    with pytest.raises(InvalidInput) as raised:
+        use_case.link_number(TENANT, ENDPOINT, number, "garbage")
+    assert type(raised.value) is InvalidInput and error_response(raised.value).status_code == 400
+    assert raised.value.problems == [Problem("If-Match", "is not an ETag this API gave out")]
+    assert endpoints.get_endpoint(TENANT, ENDPOINT) == before and endpoints.writes == 1  # the seed's add only
+
+
+def test_another_tenants_endpoint_is_not_found_before_if_match_is_asked_for(repo, endpoints, clock):
+    use_case = SmsNumbers(consenting_tenants(clock), repo, endpoints, FakeQueue(), clock=clock)
+    with pytest.raises(NotFound):
+        use_case.link_number("99999999-2222-3333-4444-555555555555", ENDPOINT, None, None)
 
 
 # --- the ACS adapter's answers --------------------------------------------------------

@@ -19,7 +19,7 @@ from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.tenant import Tenant
 from connector.domain.usage import UsageEvent
 from connector.domain.visit import JoinLink, SubscriptionLink, Visit, token_hash
-from connector.errors import ConcurrencyConflict, Conflict, Problem
+from connector.errors import BaseUrlRegistered, ConcurrencyConflict, Conflict
 from connector.settings import Settings
 
 TENANT_ROW = "tenant"
@@ -97,11 +97,9 @@ class TableEndpointRepository:
                     self._urls.replace(claim, existing.etag)
                 return claim.url_hash
             except (Conflict, ConcurrencyConflict):
-                pass  # someone else won the race for it just now
-        raise Conflict(
-            "this FHIR base URL is already registered in this stamp",
-            problems=[Problem("base_url", "is already registered")],
-        )
+                existing = self._urls.get(self.URL_PARTITION, claim.url_hash)  # someone won the race just now
+        # Whose it is only decides between "yours" and "another organisation's": never named.
+        raise BaseUrlRegistered(ours=existing is not None and existing.item.tenant_id == endpoint.tenant_id)
 
     def _owns(self, claim: UrlClaim) -> bool:
         """Does the claim's endpoint still exist with the claimed URL?"""

@@ -1,4 +1,5 @@
-"""SMS numbers: provision (202 + an operation to poll), list, link to and unlink from endpoints."""
+"""SMS numbers: provision (202 + an operation to poll), list, link to and unlink from endpoints
+(If-Match: the endpoint's ETag, as for every change of an endpoint)."""
 
 from datetime import datetime
 

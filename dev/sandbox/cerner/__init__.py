@@ -3,7 +3,9 @@
 ``create_app(public_url=...)`` returns a Starlette app speaking Cerner's wire protocol on
 loopback, with Cerner's URL layout and quirks (tenant in the path, persona in the
 authorize URL, SMART v1 scopes only, Appointment search rules, If-Match patch including the
-Video Visit links):
+Video Visit links). Like Cerner's hosts it serves several tenants (domains), by default
+``SANDBOX_TENANTS`` (Cerner's public sandbox tenant and a second, fictional one), each with
+its own FHIR base, SMART configuration, OAuth endpoints, launches and seeded clinic day:
 
 =====================  ==============================================================
 FHIR base (``iss``)    ``{public_url}/r4/{tenant_id}``
@@ -19,11 +21,14 @@ PowerChart (sandbox)   ``GET {public_url}/_sandbox/powerchart``: today's schedul
                        ``launch_url`` is set (same window, ``?iss=&launch=``)
 =====================  ==============================================================
 
-The app's state is ``app.state.cerner`` (:class:`CernerSimulator`): register clients,
-mint launches, read the store and the audit trail, reschedule / cancel appointments and
-seed a bulk "week" of them (``sim.reschedule``, ``sim.cancel``, ``sim.bulk_appointments``, or
-``/_sandbox/appointments/...``: see control.py and changes.py). Fault switches (429 / 5xx /
-latency) are mounted at ``/_sandbox/faults`` like in every simulator.
+The app's state is ``app.state.cerner_tenants`` (:class:`CernerTenants`: one
+:class:`CernerSimulator` per tenant) and ``app.state.cerner``, the first (primary) tenant's:
+register clients (shared by every tenant, as Cerner's code console issues them once), mint
+launches, read the store and the audit trail, reschedule / cancel appointments and seed a
+bulk "week" of them (``sim.reschedule``, ``sim.cancel``, ``sim.bulk_appointments``, or
+``/_sandbox/appointments/...``: see control.py and changes.py; the ``/_sandbox`` routes act on
+the primary tenant unless given ``?tenant=<id>``). Fault switches (429 / 5xx / latency), shared
+by every tenant, are mounted at ``/_sandbox/faults`` like in every simulator.
 
 Backend services (``client_credentials`` + ``private_key_jwt``) are verified as SMART's
 asymmetric client authentication says (see client_auth.py): RS384 / ES384 only, ``aud`` =
@@ -34,6 +39,7 @@ assertion names a ``kid`` the cached copy lacks, so key rotation works as it doe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -45,27 +51,41 @@ from starlette.routing import Route
 from ..faults import FaultInjectionMiddleware, control_routes
 from . import control, fhir, powerchart
 from .authorize import authorize
-from .clients import RegisteredClient
-from .seed import DEFAULT_TENANT, SeedData, build_seed
-from .state import CernerSimulator
+from .clients import ClientRegistry, RegisteredClient
+from .seed import DEFAULT_TENANT, SANDBOX_TENANTS, SECOND_TENANT, SeedData, build_seed
+from .state import CernerSimulator, CernerTenants
 from .token import revoke, token
 from .urls import CernerUrls
 
-__all__ = ["CernerSimulator", "CernerUrls", "RegisteredClient", "SeedData", "build_seed", "create_app"]
+__all__ = ["DEFAULT_TENANT", "SANDBOX_TENANTS", "SECOND_TENANT", "CernerSimulator", "CernerTenants", "CernerUrls",
+           "RegisteredClient", "SeedData", "build_seed", "create_app"]
 
 
-def create_app(*, public_url: str, tenant_id: str = DEFAULT_TENANT, clients: list[RegisteredClient] | None = None,
-               today: date | None = None, tz: str = "America/Chicago", quirks: bool = True) -> Starlette:
-    """The simulator for one tenant, seeded for ``today`` (default: today in ``tz``).
+def create_app(*, public_url: str, tenant_ids: Sequence[str] = SANDBOX_TENANTS,
+               clients: list[RegisteredClient] | None = None, today: date | None = None, tz: str = "America/Chicago",
+               quirks: bool = True) -> Starlette:
+    """The simulator for the Cerner tenants ``tenant_ids`` (the first is the primary), each
+    seeded for ``today`` (default: today in ``tz``); ``clients`` are registered for all of them.
 
     ``quirks=False`` leaves out the one seeded artefact that fhir.resources rejects (an
     empty ``valueString`` on the cancelled appointment, as Cerner publishes it).
     """
     zone = ZoneInfo(tz)
-    urls = CernerUrls(public_url, tenant_id)
-    seed = build_seed(tenant_id=tenant_id, today=today or datetime.now(zone).date(), tz=zone, quirks=quirks)
-    sim = CernerSimulator(urls=urls, seed=seed, clients=clients or ())
-    fhir_root = urls.path(urls.public_url) + "/r4/{tenant}"
+    day = today or datetime.now(zone).date()
+    registry = ClientRegistry.of(clients or ())
+    simulators: list[CernerSimulator] = []
+    for tenant_id in tenant_ids:
+        seed = build_seed(tenant_id=tenant_id, today=day, tz=zone, quirks=quirks)
+        simulators.append(CernerSimulator(urls=CernerUrls(public_url, tenant_id), seed=seed, clients=registry,
+                                          faults=simulators[0].faults if simulators else None))
+    tenants = CernerTenants(simulators)
+    sim = tenants.primary
+    # Route templates: every tenant's URLs, with the tenant id as a path parameter.
+    urls = CernerUrls(public_url, "{tenant}")
+    root = urls.path(urls.public_url)
+    fhir_root = f"{root}/r4/{{tenant}}"
+    # The id_token issuer names the tenant twice (its idsp is the tenant): a route names it once.
+    openid_configuration = f"{root}/tenants/{{tenant}}/oidc/idsps/{{idsp}}/.well-known/openid-configuration"
     routes = [
         *control_routes(sim.faults),
         Route("/_sandbox/launch", control.launch, methods=["POST"]),
@@ -78,7 +98,7 @@ def create_app(*, public_url: str, tenant_id: str = DEFAULT_TENANT, clients: lis
         Route("/_sandbox/appointments/{id}/reschedule", control.reschedule_appointment, methods=["POST"]),
         Route("/_sandbox/appointments/{id}/cancel", control.cancel_appointment, methods=["POST"]),
         Route(urls.path(urls.jwks), control.jwks, methods=["GET"]),
-        Route(urls.path(urls.openid_configuration), control.openid_configuration, methods=["GET"]),
+        Route(openid_configuration, control.openid_configuration, methods=["GET"]),
         Route(urls.path(urls.smart_style), control.smart_style, methods=["GET"]),
         Route(urls.path(urls.authorize("{persona}")), authorize, methods=["GET", "POST"]),
         Route(urls.path(urls.token), token, methods=["POST"]),
@@ -97,5 +117,6 @@ def create_app(*, public_url: str, tenant_id: str = DEFAULT_TENANT, clients: lis
                    allow_headers=["*"], expose_headers=["ETag", "Retry-After"]),
     ]
     app = Starlette(routes=routes, middleware=middleware)
+    app.state.cerner_tenants = tenants
     app.state.cerner = sim
     return app

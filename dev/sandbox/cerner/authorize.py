@@ -26,7 +26,7 @@ from .clients import RegisteredClient
 from .errors import OAuthError, with_query
 from .forms import read_form
 from .grants import LaunchContext
-from .state import CernerSimulator
+from .state import CernerSimulator, tenant_of
 from .urls import PERSONAS
 
 # RFC 7636 section 4.2: base64url of a SHA-256 digest is 43 characters; allow the full range.
@@ -34,7 +34,9 @@ _CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 
 
 async def authorize(request: Request) -> Response:
-    sim: CernerSimulator = request.app.state.cerner
+    sim = tenant_of(request)
+    if sim is None:
+        return PlainTextResponse("Unknown tenant.", 404)
     persona = request.path_params["persona"]
     if persona not in PERSONAS:
         return PlainTextResponse(f"Unknown persona {persona!r}.", 404)

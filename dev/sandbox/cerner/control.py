@@ -17,12 +17,17 @@
   appointments and new patients for scale tests (201 with the ids made; see changes.py).
   A ``start`` without an offset is read in the clinic's zone.
 
-Plus the jwks of the simulator's id_token key (``/jwk``, like Cerner's), the OpenID
-Provider Configuration of the id_token issuer and the SMART style document.
+Each acts on the app's primary tenant, or on the one ``?tenant=<Cerner tenant id>`` names
+(404 for a tenant the app does not serve); clients are shared by every tenant.
+
+Plus the jwks of every tenant's id_token key (``/jwk``, like Cerner's one for all domains), the
+OpenID Provider Configuration of each tenant's id_token issuer and the SMART style document.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import date
 
@@ -31,13 +36,28 @@ from starlette.responses import JSONResponse, Response
 
 from . import changes, discovery
 from .clients import RegisteredClient
-from .state import CernerSimulator
+from .state import CernerSimulator, CernerTenants, chosen_tenant, tenant_of
 
 _LAUNCH_FIELDS = ("patient", "encounter", "appointment", "user")
 
 
+def on_tenant(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Run a ``/_sandbox`` route on the tenant ``?tenant=`` names (default: the primary)."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        sim = chosen_tenant(request, request.query_params.get("tenant"))
+        if sim is None:
+            return JSONResponse({"error": "unknown_tenant", "detail": "this sandbox does not serve that tenant",
+                                 "tenants": list(request.app.state.cerner_tenants.ids)}, 404)
+        request.state.sim = sim
+        return await handler(request)
+
+    return endpoint
+
+
 def _sim(request: Request) -> CernerSimulator:
-    return request.app.state.cerner
+    return request.state.sim
 
 
 async def _json_object(request: Request) -> dict:
@@ -50,6 +70,7 @@ async def _json_object(request: Request) -> dict:
     return body
 
 
+@on_tenant
 async def launch(request: Request) -> Response:
     sim = _sim(request)
     try:
@@ -63,6 +84,7 @@ async def launch(request: Request) -> Response:
     return JSONResponse({"launch": code, "iss": sim.urls.fhir_base})
 
 
+@on_tenant
 async def schedule(request: Request) -> Response:
     sim = _sim(request)
     try:
@@ -73,6 +95,7 @@ async def schedule(request: Request) -> Response:
     return JSONResponse({"date": (day or sim.seed.today).isoformat(), "timezone": str(sim.tz), "visits": visits})
 
 
+@on_tenant
 async def clients(request: Request) -> Response:
     sim = _sim(request)
     if request.method == "POST":
@@ -85,16 +108,21 @@ async def clients(request: Request) -> Response:
     return JSONResponse({"clients": [c.summary() for c in sim.clients.all()]})
 
 
+@on_tenant
 async def audit(request: Request) -> Response:
     return JSONResponse({"events": _sim(request).audit(request.query_params.get("event"))})
 
 
 async def jwks(request: Request) -> Response:
-    return JSONResponse(_sim(request).jwks())
+    tenants: CernerTenants = request.app.state.cerner_tenants
+    return JSONResponse(tenants.jwks())
 
 
 async def openid_configuration(request: Request) -> Response:
-    return JSONResponse(discovery.openid_configuration(_sim(request).urls))
+    sim = tenant_of(request)
+    if sim is None or request.path_params["idsp"] != sim.urls.tenant_id:  # the sandbox's idsp id is the tenant id
+        return JSONResponse({"error": "not_found"}, 404)
+    return JSONResponse(discovery.openid_configuration(sim.urls))
 
 
 async def smart_style(request: Request) -> Response:
@@ -106,6 +134,7 @@ async def smart_style(request: Request) -> Response:
                          "font_family_heading": "'HelveticaNeue-Light', Helvetica, Arial, sans-serif"})
 
 
+@on_tenant
 async def reschedule_appointment(request: Request) -> Response:
     sim = _sim(request)
     try:
@@ -124,6 +153,7 @@ async def reschedule_appointment(request: Request) -> Response:
     return _changed(changed)
 
 
+@on_tenant
 async def cancel_appointment(request: Request) -> Response:
     sim = _sim(request)
     try:
@@ -139,6 +169,7 @@ async def cancel_appointment(request: Request) -> Response:
     return _changed(changed)
 
 
+@on_tenant
 async def bulk_appointments(request: Request) -> Response:
     sim = _sim(request)
     try:

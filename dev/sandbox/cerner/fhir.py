@@ -1,4 +1,5 @@
 """FHIR R4 routes under ``/r4/{tenant}``: metadata, discovery, read, search, Appointment patch.
+Each tenant the app serves answers with its own resources and accepts only its own tokens.
 
 Every resource interaction needs a bearer token this simulator issued whose scopes cover
 the resource type (``patient|user|system/Type.read``; ``.write`` for patch). Scopes are
@@ -25,7 +26,7 @@ from .grants import AccessToken
 from .paging import PAGING_PARAMS, Page, parse_count
 from .patch import apply_appointment_patch, touches_video_links
 from .search import SearchError, build_query
-from .state import CernerSimulator
+from .state import CernerSimulator, tenant_of
 
 RESOURCE_TYPES = ("Appointment", "Encounter", "Location", "Patient", "Practitioner")
 
@@ -40,7 +41,7 @@ def interaction(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[
         except FhirError as error:
             response = error.response()
         token: AccessToken | None = getattr(request.state, "token", None)
-        request.app.state.cerner.record(
+        (tenant_of(request) or request.app.state.cerner).record(
             "fhir", method=request.method, path=request.url.path, query=request.url.query,
             status=response.status_code, client_id=token.client_id if token else None)
         return response
@@ -49,8 +50,8 @@ def interaction(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[
 
 
 def _sim(request: Request) -> CernerSimulator:
-    sim: CernerSimulator = request.app.state.cerner
-    if request.path_params["tenant"] != sim.urls.tenant_id:
+    sim = tenant_of(request)
+    if sim is None:
         raise FhirError(404, "not-found", f"Unknown tenant {request.path_params['tenant']!r}.")
     return sim
 

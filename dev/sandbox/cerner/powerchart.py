@@ -1,6 +1,6 @@
 """The sandbox "PowerChart": a clinician's day, with a Teams button on each booked video visit.
 
-``GET /_sandbox/powerchart[?user=<Practitioner id>][&client_id=<client>]`` lists today's
+``GET /_sandbox/powerchart[?user=<Practitioner id>][&client_id=<client>][&tenant=<Cerner tenant>]`` lists today's
 appointments in the clinic's time zone (time, patient, type, status, department,
 practitioner). Each booked video visit has a Teams button,
 ``button.teams-launch[data-appointment="<Appointment id>"]``, inside a small form that posts
@@ -12,7 +12,8 @@ it) and answers ``303 See Other`` to ``{launch_url}?iss={FHIR base}&launch={laun
 The app is the registered client with a ``launch_url`` (Cerner's "SMART launch URI"); with
 several, the first registered, or the one named by ``?client_id=``. With none, the page says
 so and shows no buttons. ``?user=`` plays the clinician signed in: only their appointments
-are listed and the launch's user is theirs.
+are listed and the launch's user is theirs. ``?tenant=`` opens another tenant's PowerChart (the
+app's primary tenant by default); its launches name that tenant's FHIR base as ``iss``.
 
 Plain server-rendered HTML: no script, no external resources, everything escaped. Readable at
 1024x768 and, as stacked rows, in PowerChart's small embedded windows. No frame or CORS
@@ -34,7 +35,7 @@ from .forms import read_form
 from .patch import has_video_links
 from .schedule import ScheduledVisit
 from .shapes import PROVIDER_ROOM
-from .state import CernerSimulator
+from .state import CernerSimulator, chosen_tenant
 
 LAUNCH_PATH = "/_sandbox/powerchart/launch"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -50,8 +51,15 @@ def can_launch(visit: ScheduledVisit) -> bool:
     return visit.is_video and visit.status == "booked"
 
 
+def _not_primary(request: Request, sim: CernerSimulator) -> dict[str, str]:
+    """The ``tenant`` field that keeps a non-primary tenant's PowerChart on that tenant."""
+    return {} if sim is request.app.state.cerner_tenants.primary else {"tenant": sim.urls.tenant_id}
+
+
 async def page(request: Request) -> Response:
-    sim: CernerSimulator = request.app.state.cerner
+    sim = chosen_tenant(request, request.query_params.get("tenant"))
+    if sim is None:
+        return _message_page("Unknown tenant", "This sandbox does not serve that Cerner tenant.", 404)
     user = request.query_params.get("user") or None
     practitioners = sorted(sim.store.all("Practitioner"), key=lambda p: p["id"])
     if user is not None and user not in {p["id"] for p in practitioners}:
@@ -66,16 +74,18 @@ async def page(request: Request) -> Response:
         problem = ("No registered app has a SMART launch URL, so no app can be launched. Register a client with "
                    "a launch_url (POST /_sandbox/clients) and reload this page.")
     visits = [v for v in sim.schedule() if user is None or v.practitioner_id == user]
-    body = _render(sim, visits, practitioners, user, clients, client, problem)
+    body = _render(sim, visits, practitioners, user, clients, client, problem, _not_primary(request, sim))
     return HTMLResponse(body, 400 if wanted and client is None else 200, headers=NO_STORE)
 
 
 async def launch(request: Request) -> Response:
-    sim: CernerSimulator = request.app.state.cerner
     try:
         fields = await read_form(request)
     except OAuthError as error:
         return _message_page("Bad request", error.description, 400)
+    sim = chosen_tenant(request, fields.get("tenant"))
+    if sim is None:
+        return _message_page("Unknown tenant", "This sandbox does not serve that Cerner tenant.", 404)
     client = sim.clients.get(fields.get("client_id"))
     if client is None or not client.launch_url:
         return _message_page("No app to launch", "That client is not registered or has no SMART launch URL.", 400)
@@ -114,7 +124,8 @@ def _provider_link(sim: CernerSimulator, appointment_id: str) -> str | None:
     return link if urlsplit(link).scheme in ("http", "https") else None
 
 
-def _row(sim: CernerSimulator, visit: ScheduledVisit, client: RegisteredClient | None, user: str | None) -> str:
+def _row(sim: CernerSimulator, visit: ScheduledVisit, client: RegisteredClient | None, user: str | None,
+         keep: dict[str, str]) -> str:
     e = escape
     when = f"{_clock(visit.start)} – {_clock(visit.end)}"
     cells = [("Time", f'<time datetime="{e(visit.start.isoformat())}">{e(when)}</time>'),
@@ -125,7 +136,8 @@ def _row(sim: CernerSimulator, visit: ScheduledVisit, client: RegisteredClient |
              ("Practitioner", e(visit.practitioner_display or ""))]
     action = ""
     if can_launch(visit) and client is not None:
-        hidden = {"appointment": visit.appointment_id, "client_id": client.client_id, **({"user": user} if user else {})}
+        hidden = {"appointment": visit.appointment_id, "client_id": client.client_id, **({"user": user} if user else {}),
+                  **keep}
         inputs = "".join(f'<input type="hidden" name="{e(k)}" value="{e(v)}">' for k, v in hidden.items())
         label = f"Start the Teams video visit with {visit.patient_display} at {_clock(visit.start)}"
         action = (f'<form method="post" action="{LAUNCH_PATH}" class="launch">{inputs}'
@@ -141,7 +153,9 @@ def _row(sim: CernerSimulator, visit: ScheduledVisit, client: RegisteredClient |
 
 
 def _render(sim: CernerSimulator, visits: list[ScheduledVisit], practitioners: list[dict], user: str | None,
-            clients: list[RegisteredClient], client: RegisteredClient | None, problem: str | None) -> str:
+            clients: list[RegisteredClient], client: RegisteredClient | None, problem: str | None,
+            keep: dict[str, str]) -> str:
+    """``keep``: the fields that keep a non-primary tenant's page on its tenant."""
     e = escape
     day = sim.seed.today
     options = ['<option value="">All clinicians</option>'] + [
@@ -149,6 +163,7 @@ def _render(sim: CernerSimulator, visits: list[ScheduledVisit], practitioners: l
         for p in practitioners]
     keep_client = (f'<input type="hidden" name="client_id" value="{e(client.client_id)}">'
                    if client is not None and len(clients) > 1 else "")
+    keep_client += "".join(f'<input type="hidden" name="{e(k)}" value="{e(v)}">' for k, v in keep.items())
     switcher = (f'<form method="get" class="switcher"><label for="user">Clinician</label> '
                 f'<select id="user" name="user">{"".join(options)}</select>{keep_client} '
                 f'<button type="submit">Show</button></form>')
@@ -161,12 +176,12 @@ def _render(sim: CernerSimulator, visits: list[ScheduledVisit], practitioners: l
         current = ' aria-current="true"'
         if len(clients) > 1:
             links = " · ".join(
-                f'<a href="?{e(urlencode({"client_id": c.client_id, **({"user": user} if user else {})}))}"'
+                f'<a href="?{e(urlencode({"client_id": c.client_id, **({"user": user} if user else {}), **keep}))}"'
                 f'{current if c is client else ""}>{e(c.name or c.client_id)}</a>' for c in clients)
             chooser = f" Other apps: {links}."
         notices.append(f'<p class="app">Teams launches <strong id="launch-app">{e(app)}</strong> '
                        f'(<code>{e(client.launch_url or "")}</code>).{chooser}</p>')
-    rows = "".join(_row(sim, v, client, user) for v in visits) or (
+    rows = "".join(_row(sim, v, client, user, keep) for v in visits) or (
         '<tr><td colspan="7" class="muted">No appointments today.</td></tr>')
     heads = "".join(f'<th scope="col">{h}</th>' for h in
                     ("Time", "Patient", "Type", "Status", "Department", "Practitioner", "Video visit"))

@@ -25,6 +25,10 @@ from .shapes import Tenant
 from .store import Resource, instant
 
 DEFAULT_TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"  # Cerner's public sandbox tenant id
+# A second Cerner domain (another health system's), fictional. Cerner serves every domain from
+# the same hosts, told apart by the tenant id in the path; the sandbox serves both.
+SECOND_TENANT = "5d1c7e9a-3b24-4f68-9a0d-7c41e2b8f356"
+SANDBOX_TENANTS = (DEFAULT_TENANT, SECOND_TENANT)
 
 # id, family, given, suffix, NPI (check digit valid), gender, work phone
 _PRACTITIONERS = (

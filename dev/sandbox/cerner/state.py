@@ -1,4 +1,6 @@
-"""The simulator's state, one object per app (``app.state.cerner``): what tests reach into.
+"""The simulator's state, one :class:`CernerSimulator` per Cerner tenant (domain) the app serves,
+all in ``app.state.cerner_tenants`` (:class:`CernerTenants`); the first tenant's is also
+``app.state.cerner``: what tests reach into.
 
 Sandbox fault for tests: ``sim.id_token_fault`` (None, ``"signature"`` or ``"audience"``)
 makes the token endpoint issue broken id_tokens until it is set back to None (see
@@ -10,7 +12,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -39,15 +41,18 @@ class CernerSimulator:
     stores lock internally.
     """
 
-    def __init__(self, *, urls: CernerUrls, seed: SeedData, clients: Iterable[RegisteredClient] = ()) -> None:
+    def __init__(self, *, urls: CernerUrls, seed: SeedData,
+                 clients: Iterable[RegisteredClient] | ClientRegistry = (), faults: FaultSwitches | None = None) -> None:
         self.urls = urls
         self.seed = seed
         self.tz = seed.tz
         self.store = ResourceStore(seed.resources())
-        self.clients = ClientRegistry.of(clients)
+        # A registry passed in is shared (Cerner's code console issues a client id once, for every
+        # domain); grants, launches and tokens are the tenant's own.
+        self.clients = clients if isinstance(clients, ClientRegistry) else ClientRegistry.of(clients)
         self.grants = GrantStore()
         self.pages = PageContexts()
-        self.faults = FaultSwitches()
+        self.faults = faults if faults is not None else FaultSwitches()
         self._audit: deque[dict[str, Any]] = deque(maxlen=2000)
         self._audit_lock = threading.Lock()
         # Signs id_tokens; published at urls.jwks. Made per app: nothing outlives the process.
@@ -195,3 +200,49 @@ class CernerSimulator:
         """Recorded events, oldest first: launch, authorize, token, fhir."""
         with self._audit_lock:
             return [e for e in self._audit if event is None or e["event"] == event]
+
+
+class CernerTenants:
+    """The Cerner tenants one sandbox app serves, each its own :class:`CernerSimulator` (seeded
+    resources, launches, grants, id_token key, audit) at its own FHIR base ``/r4/{tenant}`` and
+    OAuth paths ``/tenants/{tenant}/...``. They share the registered clients and the fault
+    switches. The first is the primary: ``app.state.cerner``, and the one ``/_sandbox`` routes act
+    on unless they are given ``tenant``."""
+
+    def __init__(self, simulators: Sequence[CernerSimulator]) -> None:
+        if not simulators:
+            raise ValueError("the sandbox needs at least one tenant")
+        self._by_id = {sim.urls.tenant_id: sim for sim in simulators}
+        if len(self._by_id) != len(simulators):
+            raise ValueError("tenant ids must differ")
+        self.primary = simulators[0]
+
+    def get(self, tenant_id: str | None) -> CernerSimulator | None:
+        """The tenant's simulator; None for an unknown id."""
+        return self._by_id.get(tenant_id or "")
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._by_id)
+
+    def __iter__(self) -> Iterator[CernerSimulator]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def jwks(self) -> dict[str, Any]:
+        """Every tenant's id_token key, as Cerner's one ``/jwk`` publishes the keys of all domains."""
+        return {"keys": [key for sim in self for key in sim.jwks()["keys"]]}
+
+
+def tenant_of(request: Any) -> CernerSimulator | None:
+    """The simulator of the tenant a request's path names (its ``{tenant}``); None if unknown."""
+    return request.app.state.cerner_tenants.get(request.path_params.get("tenant"))
+
+
+def chosen_tenant(request: Any, tenant_id: str | None) -> CernerSimulator | None:
+    """For ``/_sandbox`` routes: the tenant ``tenant_id`` names (a ``tenant`` parameter), the
+    primary when it names none; None for an unknown id."""
+    tenants: CernerTenants = request.app.state.cerner_tenants
+    return tenants.get(tenant_id) if tenant_id else tenants.primary

@@ -35,13 +35,15 @@ from .clients import RegisteredClient
 from .errors import NO_STORE, OAuthError
 from .forms import read_form
 from .grants import TOKEN_TTL, AccessToken, AuthorizationCode
-from .state import CernerSimulator
+from .state import CernerSimulator, tenant_of
 
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 section 4.1
 
 
 async def token(request: Request) -> Response:
-    sim: CernerSimulator = request.app.state.cerner
+    sim = tenant_of(request)
+    if sim is None:
+        return _unknown_tenant()
     grant_type = None
     try:
         fields = await read_form(request)
@@ -159,7 +161,9 @@ def _id_token(sim: CernerSimulator, client: RegisteredClient, grant: Authorizati
 
 async def revoke(request: Request) -> Response:
     """RFC 7009: always 200, whether or not the token existed."""
-    sim: CernerSimulator = request.app.state.cerner
+    sim = tenant_of(request)
+    if sim is None:
+        return _unknown_tenant()
     try:
         value = (await read_form(request)).get("token")
     except OAuthError as error:
@@ -168,3 +172,7 @@ async def revoke(request: Request) -> Response:
         sim.grants.revoke(value)
     sim.record("revoke")
     return Response(status_code=200, headers=NO_STORE)
+
+
+def _unknown_tenant() -> Response:
+    return JSONResponse({"error": "invalid_request", "error_description": "unknown tenant"}, 404, headers=NO_STORE)

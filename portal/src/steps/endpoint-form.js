@@ -210,7 +210,7 @@ export function endpointForm(ctx, { endpoint = null, onSaved, onCancel }) {
       status.say(`Saved ${saved.display_name || saved.base_url}.`, "ok");
       onSaved(saved);
     } catch (err) {
-      if (err instanceof ApiError && err.status === 409 && editing && err.code !== "duplicate") {
+      if (err instanceof ApiError && err.code === "concurrency_conflict" && editing) {
         status.say("Someone changed this endpoint meanwhile. Reload the list and try again.", "bad");
       }
       showError(err);

@@ -160,11 +160,18 @@ export const smsStep = {
       const name = endpoint.display_name || endpoint.base_url;
       const path = `endpoints/${encodeURIComponent(endpoint.endpoint_id)}/phone-number`;
       try {
-        if (number) await ctx.api.put(path, { phone_number: number });
-        else await ctx.api.delete(path);
+        // With the ETag this page read the endpoint with: a change made meanwhile is not overwritten.
+        if (number) await ctx.api.put(path, { phone_number: number }, endpoint.etag);
+        else await ctx.api.delete(path, endpoint.etag);
         linkStatus.say(number ? `Linked ${number} to ${name}.` : `Unlinked the number from ${name}.`, "ok");
         await reloadNumbers();
       } catch (err) {
+        if (err instanceof ApiError && err.code === "concurrency_conflict") {
+          // Changed meanwhile (another tab, another admin): show what is saved now, then let the admin choose again.
+          await reloadNumbers().catch(() => {});
+          linkStatus.say(`Someone changed ${name} meanwhile, so its number was not changed. The links now show what is saved: choose again.`, "bad");
+          return;
+        }
         linkStatus.say(`Could not change the number of ${name}: ${err.message}`, "bad");
       }
     };
