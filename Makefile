@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV_VENV := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 
-.PHONY: run test deps portal chromium clean
+.PHONY: run test fuzz deps portal chromium clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -52,5 +52,14 @@ run: deps portal
 test: deps portal chromium
 	$(PY) -m pytest
 
+# The API fuzzed against its OpenAPI document (schemathesis), longer than in `make test` and with a
+# random seed: the seed is printed, and `make fuzz FUZZ_SEED=<seed>` runs it again.
+FUZZ_SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+FUZZ_MAX_EXAMPLES ?= 300
+
+fuzz: deps
+	FUZZ_SEED=$(FUZZ_SEED) FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) FUZZ_TIMEOUT=3600 \
+		$(PY) -m pytest -s tests/integration/test_api_fuzz.py -k agrees
+
 clean:
-	rm -rf $(VENV) node_modules .local test-artifacts .pytest_cache
+	rm -rf $(VENV) node_modules .local test-artifacts .pytest_cache .schemathesis .hypothesis

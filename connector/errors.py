@@ -37,6 +37,19 @@ class Problem:
         return {"field": self.field, "message": self.message}
 
 
+# The pydantic error type of a rule between fields that a JSON Schema cannot state (an empty
+# quiet-hours window): raise ``rule_broken(...)`` in a model validator and the request is a 422,
+# not a 400 (connector.functions.http.parse_body), since it fits the document.
+RULE = "rule"
+
+
+def rule_broken(message: str):
+    """The error a model validator raises for a broken :data:`RULE`."""
+    from pydantic_core import PydanticCustomError
+
+    return PydanticCustomError(RULE, message)
+
+
 # pydantic's wording where it would puzzle an admin (a regex, "Value error, ...").
 _READABLE = {
     "missing": "is required",

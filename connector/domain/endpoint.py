@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import Enum
+from functools import lru_cache
 from ipaddress import ip_address
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connector.domain.reminders import ReminderPolicy
 from connector.domain.tenant import GUID
@@ -93,11 +94,12 @@ ORGANIZER = r"^([0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9._%
 # Azure a Key Vault reference; <TENANT> is the tenant id without dashes). Only the name is an
 # admin's to choose: no admin can point at another setting, or at another tenant's secret.
 SECRET_NAME = r"^[A-Z0-9_]{1,40}$"
+ENDPOINT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
 class FhirEndpoint(BaseModel):
     tenant_id: str = Field(pattern=GUID)
-    endpoint_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    endpoint_id: str = Field(pattern=ENDPOINT_ID)
     base_url: str
     environment: Environment
     display_name: str = ""
@@ -144,32 +146,61 @@ def _secret_named_when_needed(model):
     return model
 
 
-def _valid_timezone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+@lru_cache(maxsize=1)
+def time_zone_names() -> tuple[str, ...]:
+    """The IANA time zones this machine knows: what an endpoint's ``timezone`` may be (the
+    document lists them as its enum, so both say the same)."""
+    from zoneinfo import available_timezones
 
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("must be an IANA time zone such as America/Chicago") from None
+    return tuple(sorted(available_timezones()))
+
+
+def _valid_timezone(value: str) -> str:
+    if value not in time_zone_names():
+        raise ValueError("must be an IANA time zone such as America/Chicago")
     return value
 
 
+class _TimeZoneEnumSchema:
+    """The document's enum of time zones, listed when the schema is made (the OpenAPI route), not
+    at import: reading the zone names walks tzdata, and cold start pays for every import."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler) -> dict:
+        return {"type": "string", "description": "an IANA time zone such as America/Chicago",
+                "enum": list(time_zone_names())}
+
+
+TimeZoneName = Annotated[str, AfterValidator(_valid_timezone), _TimeZoneEnumSchema()]
+# A FHIR base URL: whether it is usable (https, a public FHIR R4 server with SMART) is what
+# validation finds out (422 with the report); the document rules out what no URL is: blanks,
+# spaces, control and non-ASCII characters (percent-encode them; one class, read alike by
+# Python, Rust and ECMA regular expressions).
+URL_CHARACTERS = r"^[!-~]+$"
+BaseUrl = Annotated[str, Field(min_length=8, max_length=MAX_URL_LENGTH, pattern=URL_CHARACTERS)]
 ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._~-]+$")]
 LocationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9.-]+$")]
 Organizer = Annotated[str, Field(pattern=ORGANIZER)]
 SecretName = Annotated[str, Field(pattern=SECRET_NAME)]
 
 
+# client_secret_basic needs client_secret_name: the JSON Schema of the rule _secret_named_when_needed checks.
+SECRET_NAMED_SCHEMA = {
+    "if": {"required": ["client_auth"], "properties": {"client_auth": {"const": ClientAuth.client_secret_basic.value}}},
+    "then": {"required": ["client_secret_name"], "properties": {"client_secret_name": {"type": "string"}}},
+}
+
+
 class EndpointDraft(BaseModel):
     """What an admin submits to register a FHIR base URL (the tenant comes from the token)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Strings are taken as sent (no stripping: the portal trims), so each pattern means what it says.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=SECRET_NAMED_SCHEMA)
 
-    base_url: str = Field(min_length=8, max_length=2048)
+    base_url: BaseUrl
     environment: Environment
     display_name: str = Field(default="", max_length=100)
     location_ids: list[LocationId] = Field(default_factory=list, max_length=50)
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     provider_client_id: ClientId | None = None
     patient_client_id: ClientId | None = None
     backend_client_id: ClientId | None = None
@@ -179,36 +210,32 @@ class EndpointDraft(BaseModel):
     client_secret_name: SecretName | None = None
     write_back_links: bool = False
 
-    _timezone = field_validator("timezone")(_valid_timezone)
     _secret_named = model_validator(mode="after")(lambda self: _secret_named_when_needed(self))
 
 
 class EndpointChange(BaseModel):
-    """A partial change to a registered endpoint: only the fields given are changed."""
+    """A partial change to a registered endpoint: only the fields given are changed. Left out
+    means "unchanged"; null means "erase", which only the optional settings (client ids, the
+    organizer, the secret name) can be: the others are typed without null, so null is a 400."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    base_url: str | None = Field(default=None, min_length=8, max_length=2048)
-    environment: Environment | None = None
-    display_name: str | None = Field(default=None, max_length=100)
-    location_ids: list[LocationId] | None = Field(default=None, max_length=50)
-    timezone: str | None = None
+    base_url: BaseUrl = None  # type: ignore[assignment]
+    environment: Environment = None  # type: ignore[assignment]
+    display_name: str = Field(default=None, max_length=100)  # type: ignore[assignment]
+    location_ids: list[LocationId] = Field(default=None, max_length=50)  # type: ignore[assignment]
+    timezone: TimeZoneName = None  # type: ignore[assignment]
     provider_client_id: ClientId | None = None
     patient_client_id: ClientId | None = None
     backend_client_id: ClientId | None = None
     meeting_organizer: Organizer | None = None
-    department_organizers: dict[LocationId, Organizer] | None = Field(default=None, max_length=50)
-    client_auth: ClientAuth | None = None
+    department_organizers: dict[LocationId, Organizer] = Field(default=None, max_length=50)  # type: ignore[assignment]
+    client_auth: ClientAuth = None  # type: ignore[assignment]
     client_secret_name: SecretName | None = None
-    write_back_links: bool | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str | None) -> str | None:
-        return value if value is None else _valid_timezone(value)
+    write_back_links: bool = None  # type: ignore[assignment]
 
     @field_validator("base_url", "environment", "display_name", "location_ids", "timezone",
-                     "department_organizers", "client_auth", "write_back_links")
+                     "department_organizers", "client_auth", "write_back_links", mode="before")
     @classmethod
     def _not_null(cls, value):
         # Left out means "unchanged"; null would mean "erase", which these fields cannot be.

@@ -15,19 +15,45 @@ appointment, kind, offset, start instant), which is what makes it exactly once.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator,
+)
 
 from connector.domain.notification import NotificationClaim, NotificationKind, NotificationStatus, SkipReason
+from connector.errors import rule_broken
 
 LATE_GRACE = timedelta(minutes=15)
 MAX_DELAY = timedelta(days=7)  # a Storage Queue message can be hidden seven days at most
 BOOKED = frozenset({"booked", "pending"})
 CANCELLED = frozenset({"cancelled"})
 LANGUAGES = ("en", "es", "de", "fr")
+
+
+# A clinic's local clock time, without an offset (JSON Schema's "time" format needs one).
+CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+MIN_OFFSET, MAX_OFFSET = 5, 14 * 24 * 60  # minutes before the visit: 5 minutes to 14 days
+
+
+def _clock_time(value):
+    if isinstance(value, str):
+        if not re.fullmatch(CLOCK_TIME, value):
+            raise ValueError("must be a local clock time such as 21:00 (HH:MM or HH:MM:SS, no offset)")
+        return time.fromisoformat(value)
+    if isinstance(value, time) and value.tzinfo is not None:
+        raise ValueError("must be a local clock time, without an offset")
+    return value
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock_time), WithJsonSchema(
+    {"type": "string", "pattern": CLOCK_TIME, "description": "local clock time in the endpoint's time zone"})]
+# The range is checked by ReminderPolicy._offsets (with a sentence an admin can act on).
+OffsetMinutes = Annotated[int, WithJsonSchema({"type": "integer", "minimum": MIN_OFFSET, "maximum": MAX_OFFSET})]
 
 
 class VirtualVisitRule(BaseModel):
@@ -42,7 +68,8 @@ class VirtualVisitRule(BaseModel):
 
 
 class ReminderPolicy(BaseModel):
-    """An endpoint's SMS policy (its locations and time zone are the endpoint's own)."""
+    """An endpoint's SMS policy (its locations and time zone are the endpoint's own). Quiet hours
+    need a start and an end that differ, or both 00:00 for none (422 otherwise)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,9 +77,11 @@ class ReminderPolicy(BaseModel):
     confirmation: bool = True
     update: bool = True
     cancellation: bool = True
-    reminder_offsets_minutes: tuple[int, ...] = Field(default=(1440, 60), max_length=5)
-    quiet_hours_start: time = time(21, 0)  # local: nothing is sent from here ...
-    quiet_hours_end: time = time(8, 0)  # ... to here, unless the visit is sooner
+    # Distinct, kept in descending order (the document says uniqueItems: a repeat is a 400).
+    reminder_offsets_minutes: tuple[OffsetMinutes, ...] = Field(default=(1440, 60), max_length=5,
+                                                                json_schema_extra={"uniqueItems": True})
+    quiet_hours_start: ClockTime = time(21, 0)  # local: nothing is sent from here ...
+    quiet_hours_end: ClockTime = time(8, 0)  # ... to here, unless the visit is sooner
     default_language: str = Field(default="en", pattern=r"^(en|es|de|fr)$")
     country: str = Field(default="US", pattern=r"^(US|CA)$")
     look_ahead_days: int = Field(default=8, ge=1, le=30)
@@ -61,7 +90,7 @@ class ReminderPolicy(BaseModel):
     @field_validator("reminder_offsets_minutes")
     @classmethod
     def _offsets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(not 5 <= offset <= 14 * 24 * 60 for offset in value):
+        if any(not MIN_OFFSET <= offset <= MAX_OFFSET for offset in value):
             raise ValueError("reminder offsets must be between 5 minutes and 14 days")
         if len(set(value)) != len(value):
             raise ValueError("reminder offsets must differ")
@@ -69,8 +98,9 @@ class ReminderPolicy(BaseModel):
 
     @model_validator(mode="after")
     def _quiet_hours(self) -> "ReminderPolicy":
+        # Between two fields, so no JSON Schema states it: a rule, answered 422 (the description says it).
         if self.quiet_hours_start == self.quiet_hours_end and self.quiet_hours_start != time(0):
-            raise ValueError("quiet hours need a start and an end that differ (or both 00:00 for none)")
+            raise rule_broken("quiet hours need a start and an end that differ (or both 00:00 for none)")
         return self
 
 

@@ -1,7 +1,7 @@
 """``POST /api/notifications/graph``: Microsoft Graph change notifications for meeting call
 events, and the timer that keeps their subscriptions alive.
 
-Graph first proves the URL with a validation handshake (``?validationToken=...``: answer 200,
+Graph first proves the URL with a validation handshake (``?validationToken=...`` and no body: answer 200,
 ``text/plain``, the token, within 10 seconds). Then each notification names its subscription
 and carries the ``clientState`` we chose for it; one that does not match is refused (403) and
 changes nothing. Accepted notifications are answered 202.
@@ -18,6 +18,10 @@ from connector.functions.http import handles_errors, json_response
 
 bp = func.Blueprint()
 log = logging.getLogger("connector.graph")
+# What the handshake's validationToken may be (the document says the same; "printable" is
+# str.isprintable, which no regular expression of all three engines spells alike).
+VALIDATION_TOKEN_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 1024,
+                           "description": "printable text (Graph's opaque token)"}
 
 
 
@@ -32,6 +36,9 @@ def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
         if not token or len(token) > MAX_VALIDATION_TOKEN_CHARS or not token.isprintable():
             raise InvalidInput("validationToken is not a token Graph would send",
                                problems=[Problem("validationToken", "is empty, too long or not printable")])
+        if req.get_body():
+            raise InvalidInput("Graph's validation handshake has no body",
+                               problems=[Problem("body", "must be empty with validationToken")])
         return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
                                  headers={"X-Content-Type-Options": "nosniff"})
     body = req.get_body() or b""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from connector import telemetry
 from connector.errors import (
-    ConfigurationError, ConnectorError, InvalidInput, NotAuthenticated, Problem, problems_from,
+    RULE, ConfigurationError, ConnectorError, InvalidInput, NotAuthenticated, Problem, UnprocessableInput, problems_from,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,10 +50,24 @@ def error_response(error: Exception) -> func.HttpResponse:
     return json_response({"error": "internal_error", "message": "unexpected error; see the host log"}, 500)
 
 
+def _json_number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent: an integer when its value is one (``60.0`` is
+    the integer 60 in JSON Schema, so the document's "integer" accepts it), else a float."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 def parse_body(req: func.HttpRequest, model: type[M]) -> M:
-    """The request's JSON body as ``model``; every problem named by its field, no values echoed."""
+    """The request's JSON body as ``model``; every problem named by its field, no values echoed.
+
+    Strict: JSON types are taken as they are, never coerced (``1`` is not ``true``, ``"60"`` is not
+    ``60``), so what the document says a field is, is what the API accepts (numbers compare by
+    value, as in JSON Schema: ``60.0`` is an integer). A body that breaks the
+    document (its types, patterns, lengths, required fields) is a 400; one that fits it but breaks
+    a rule between fields the document can only state in words (:data:`RULE`) is a 422.
+    """
     try:
-        data = json.loads(req.get_body() or b"null")
+        data = json.loads(req.get_body() or b"null", parse_float=_json_number)
     except RecursionError:
         raise InvalidInput("the body is nested too deeply", problems=[Problem("body", "is nested too deeply")]) from None
     except ValueError:
@@ -61,9 +75,14 @@ def parse_body(req: func.HttpRequest, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", problems=[Problem("body", "must be a JSON object")])
     try:
-        return model.model_validate(data)
+        # Validated as JSON (a string may be an enum member or a date, as the document says),
+        # re-encoded so that an integral number is an integer, as in JSON Schema.
+        return model.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
-        raise InvalidInput("some fields are missing or invalid", problems=problems_from(exc)) from None
+        problems = problems_from(exc)
+        if all(error["type"] == RULE for error in exc.errors(include_input=False, include_url=False)):
+            raise UnprocessableInput("the request breaks a rule", problems=problems) from None
+        raise InvalidInput("some fields are missing or invalid", problems=problems) from None
 
 
 # Route parameters that are our own ids, recorded on the invocation's span; the others (a join

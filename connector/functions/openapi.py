@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from connector import __version__
 from connector.composition import container
-from connector.domain.endpoint import EndpointChange, EndpointDraft
+from connector.domain.endpoint import ENDPOINT_ID, EndpointChange, EndpointDraft
+from connector.domain.phone_number import OPERATION_ID
 from connector.domain.integration import IntegrationRecord
 from connector.domain.validation import ValidationReport
 from connector.functions.admin.common import EndpointList, EndpointView, TenantView
@@ -25,7 +26,9 @@ from connector.functions.http import handles_errors, json_response
 from connector.domain.notification import NotificationRef
 from connector.domain.reminders import ReminderPolicy
 from connector.functions.admin.reminders import NotificationList, NotificationView, PolicyView, PreviewRequest, PreviewView
+from connector.functions.graph_webhook import VALIDATION_TOKEN_SCHEMA
 from connector.functions.visit import LinkSentView, StatusView
+from connector.services.admin_setup import ETAG
 from connector.services.health import HealthReport
 
 bp = func.Blueprint()
@@ -42,9 +45,33 @@ class Operation:
     admin: bool = True
     if_match: bool = False  # needs the ETag it read (428 without it)
     page: bool = False  # answers text/html (a page or a redirect to one), not JSON
-    query: tuple[str, ...] = ()  # query parameters, all optional strings
+    query: tuple[str, ...] = ()  # query parameters, optional strings unless listed in ``required_query``
+    required_query: tuple[str, ...] = ()
     session: bool = False  # needs the launch's sealed session cookie (vv_session)
+    raw_body: dict | None = None  # a request body no model of ours parses (a webhook's): its media type's schema
+    body_optional: bool = False  # the request body may be left out (Graph's validation handshake has none)
+    text: tuple[int, ...] = ()  # statuses answered text/plain
+    empty: tuple[int, ...] = ()  # statuses answered without a body
+    links: dict[int, dict[str, dict]] | None = None  # OpenAPI links per status (the stateful fuzz phase follows them)
 
+
+# The webhooks' bodies are Microsoft's formats, read by hand-written parsers (their limits are these).
+GRAPH_NOTIFICATIONS = {"type": "object", "required": ["value"], "properties": {
+    "value": {"type": "array", "maxItems": 100, "items": {"type": "object"},
+              "description": "Graph change notifications (callRecords / onlineMeeting call events)"}}}
+EVENT_GRID_EVENTS = {"type": "array", "minItems": 1, "items": {"type": "object"},
+                     "description": "Event Grid events (event grid schema): SMS delivery reports and received SMS"}
+# Path and query parameters that have a form (any other is a plain string).
+PARAMETER_SCHEMAS = {
+    "endpoint_id": {"type": "string", "pattern": ENDPOINT_ID},
+    "operation_id": {"type": "string", "pattern": OPERATION_ID},
+    "iss": {"type": "string", "minLength": 1},
+    "launch": {"type": "string", "minLength": 1},
+    "validationToken": VALIDATION_TOKEN_SCHEMA,
+}
+IF_MATCH = {"name": "If-Match", "in": "header", "required": True,
+            "description": "The ETag the endpoint was read with (428 without it, 409 when it is stale)",
+            "schema": {"type": "string", "pattern": ETAG}}
 
 OPERATIONS: list[Operation] = [
     Operation("get", "/health", "health", "Version, stamp region and storage reachability",
@@ -59,7 +86,14 @@ OPERATIONS: list[Operation] = [
               {200: TenantView}, SmsConsents),
     Operation("get", "/admin/endpoints", "list_endpoints", "The tenant's FHIR base URLs", {200: EndpointList}),
     Operation("post", "/admin/endpoints", "add_endpoint", "Validate and register a FHIR base URL",
-              {201: EndpointView, 409: None, 422: None}, EndpointDraft),
+              {201: EndpointView, 409: None, 422: None}, EndpointDraft, links={201: {
+                  "GetEndpoint": {"operationId": "get_endpoint", "parameters": {
+                      "endpoint_id": "$response.body#/endpoint_id"}},
+                  "ChangeEndpoint": {"operationId": "change_endpoint", "parameters": {
+                      "endpoint_id": "$response.body#/endpoint_id", "header.If-Match": "$response.header.ETag"}},
+                  "RemoveEndpoint": {"operationId": "remove_endpoint", "parameters": {
+                      "endpoint_id": "$response.body#/endpoint_id", "header.If-Match": "$response.header.ETag"}},
+              }}),
     Operation("post", "/admin/endpoints/validate", "validate_endpoint", "Validate a FHIR base URL, check by check",
               {200: ValidationReport}, ValidationRequest),
     Operation("get", "/admin/endpoints/{endpoint_id}", "get_endpoint", "One FHIR endpoint", {200: EndpointView, 404: None}),
@@ -74,7 +108,10 @@ OPERATIONS: list[Operation] = [
     Operation("post", "/admin/phone-numbers", "provision_number",
               "Start provisioning a toll-free SMS number (poll the operation in Location). "
               "While one is running: 409 with its operation_id",
-              {202: OperationView, 409: None, 422: None}, ProvisionNumber),
+              {202: OperationView, 409: None, 422: None}, ProvisionNumber, links={202: {
+                  "GetOperation": {"operationId": "get_operation", "parameters": {
+                      "operation_id": "$response.body#/operation_id"}},
+              }}),
     Operation("get", "/admin/phone-numbers", "list_numbers", "The tenant's numbers and provisioning operations",
               {200: NumberList}),
     Operation("get", "/admin/operations/{operation_id}", "get_operation", "A provisioning operation's progress",
@@ -89,10 +126,12 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/launch/provider", "launch_provider",
               "SMART EHR launch from PowerChart: 302 to the EHR's authorize endpoint (and a vv_launch_* cookie "
               "for the callback); 400 page for an unknown iss",
-              {302: None, 400: None}, admin=False, page=True, query=("iss", "launch")),
+              {302: None, 400: None}, admin=False, page=True, query=("iss", "launch"),
+              required_query=("iss", "launch")),
     Operation("get", "/launch/patient", "launch_patient",
               "SMART launch from the patient portal: 302 to the EHR's authorize endpoint",
-              {302: None, 400: None}, admin=False, page=True, query=("iss", "launch")),
+              {302: None, 400: None}, admin=False, page=True, query=("iss", "launch"),
+              required_query=("iss", "launch")),
     Operation("get", "/launch/callback", "launch_callback",
               "The SMART redirect URI (needs the browser's vv_launch_* cookie): 303 to the visit page (provider) "
               "or the join page (patient)",
@@ -111,17 +150,19 @@ OPERATIONS: list[Operation] = [
     Operation("get", "/j/{token}", "patient_join_page", "The patient's join page (404 unknown, 410 expired)",
               {200: None, 404: None, 410: None}, admin=False, page=True, query=("hl",)),
     Operation("post", "/notifications/graph", "graph_notifications",
-              "Microsoft Graph change notifications (validation handshake: 200 text/plain)",
+              "Microsoft Graph change notifications, 202 (the validation handshake: ?validationToken and no body, "
+              "200 text/plain)",
               {200: None, 202: None, 400: None, 403: None, 413: None, 415: None}, admin=False,
-              query=("validationToken",)),
+              query=("validationToken",), raw_body=GRAPH_NOTIFICATIONS, body_optional=True, text=(200,), empty=(202,)),
     Operation("get", "/.well-known/jwks.json", "jwks", "The stamp's public keys for private_key_jwt",
               {200: None}, admin=False),
     # Reminders: the policy per endpoint, a preview, failed messages and their replay; ACS's events.
     Operation("get", "/admin/endpoints/{endpoint_id}/reminder-policy", "get_reminder_policy",
               "The endpoint's SMS confirmation and reminder policy (ETag: the endpoint's)", {200: PolicyView, 404: None}),
     Operation("put", "/admin/endpoints/{endpoint_id}/reminder-policy", "put_reminder_policy",
-              "Replace the endpoint's reminder policy (If-Match: the endpoint's ETag)",
-              {200: PolicyView, 404: None, 409: None, 428: None}, ReminderPolicy, if_match=True),
+              "Replace the endpoint's reminder policy (If-Match: the endpoint's ETag). Quiet hours need a start "
+              "and an end that differ, or both 00:00 for none (422)",
+              {200: PolicyView, 404: None, 409: None, 422: None, 428: None}, ReminderPolicy, if_match=True),
     Operation("post", "/admin/endpoints/{endpoint_id}/reminder-policy/preview", "preview_reminders",
               "Every message in every language for a sample appointment, with its SMS segments",
               {200: PreviewView, 404: None}, PreviewRequest),
@@ -132,7 +173,7 @@ OPERATIONS: list[Operation] = [
               {202: NotificationView, 404: None, 409: None}, NotificationRef),
     Operation("post", "/events/acs", "acs_events",
               "Azure Communication Services SMS events through Event Grid (header X-Connector-Events-Key)",
-              {200: None, 400: None, 401: None, 413: None}, admin=False),
+              {200: None, 400: None, 401: None, 413: None}, admin=False, raw_body=EVENT_GRID_EVENTS),
 ]
 
 ERROR_SCHEMA = {
@@ -158,16 +199,45 @@ def _schema_ref(model: type[BaseModel], components: dict) -> dict:
 
 def _input_ref(model: type[BaseModel], components: dict) -> dict:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
-    components.update(schema.pop("$defs", {}))
-    components[model.__name__] = schema
+    for name, definition in schema.pop("$defs", {}).items():
+        components[name] = _as_input(definition)
+    components[model.__name__] = _as_input(schema)
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _as_input(schema):
+    """What the request models accept, said exactly: a default of null on a field that refuses
+    null is dropped (left out is not null), and a dict's key pattern binds every key
+    (pydantic writes it as patternProperties, which would let other keys through)."""
+    if isinstance(schema, list):
+        return [_as_input(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: _as_input(value) for key, value in schema.items()}
+    if "default" in schema and schema["default"] is None and not _allows_null(schema):
+        del schema["default"]
+    patterns = schema.get("patternProperties")
+    if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in schema:
+        [(key_pattern, value_schema)] = patterns.items()
+        del schema["patternProperties"]
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": key_pattern}
+        schema["additionalProperties"] = value_schema
+    return schema
+
+
+def _allows_null(schema: dict) -> bool:
+    return schema.get("type") == "null" or any(_allows_null(s) for s in schema.get("anyOf", []) if isinstance(s, dict))
 
 
 def _operation(op: Operation, components: dict) -> dict:
     responses: dict[str, dict] = {}
     for status, model in op.responses.items():
         content = None
-        if model is not None:
+        if status in op.empty:
+            content = None
+        elif status in op.text:
+            content = {"text/plain": {"schema": {"type": "string"}}}
+        elif model is not None:
             content = {"application/json": {"schema": _schema_ref(model, components)}}
         elif op.page and status not in (302, 303):
             content = {"text/html": {"schema": {"type": "string"}}}
@@ -186,21 +256,26 @@ def _operation(op: Operation, components: dict) -> dict:
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
     parameters = [name for name in ("endpoint_id", "operation_id", "session_id", "token") if f"{{{name}}}" in op.path]
     document["parameters"] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters]
+        {"name": name, "in": "path", "required": True, "schema": PARAMETER_SCHEMAS.get(name, {"type": "string"})}
+        for name in parameters]
     document["parameters"] += [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in op.query]
+        {"name": name, "in": "query", "required": name in op.required_query,
+         "schema": PARAMETER_SCHEMAS.get(name, {"type": "string"})} for name in op.query]
     if op.session:
         document["parameters"].append({"name": "vv_session", "in": "cookie", "required": True,
                                        "description": "The launch's sealed session (set by the callback)",
                                        "schema": {"type": "string"}})
     if op.if_match:
-        document["parameters"].append({"name": "If-Match", "in": "header", "required": True,
-                                       "description": "The ETag the endpoint was read with",
-                                       "schema": {"type": "string"}})
+        document["parameters"].append(IF_MATCH)
     if not document["parameters"]:
         del document["parameters"]
     if op.body is not None:
         document["requestBody"] = {"required": True, "content": {"application/json": {"schema": _input_ref(op.body, components)}}}
+    elif op.raw_body is not None:
+        document["requestBody"] = {"required": not op.body_optional,
+                                   "content": {"application/json": {"schema": op.raw_body}}}
+    for status, links in (op.links or {}).items():
+        responses[str(status)]["links"] = links
     return document
 
 

@@ -83,7 +83,9 @@ def require_sms_consents(tenant: Tenant) -> None:
 
 
 # Table Storage ETags, as this API hands them out in ETag headers and views.
-_ETAG = re.compile(r'^W/"[A-Za-z0-9%:._\'-]{1,120}"$')
+# The ETags this API hands out (Table Storage's weak ETags); the document's If-Match pattern.
+ETAG = r"""^W/"[A-Za-z0-9%:._'-]{1,120}"$"""
+_ETAG = re.compile(ETAG)
 
 
 def required_etag(if_match: str | None) -> str:

@@ -100,7 +100,10 @@ class FunctionsHttpApp:
                 await response(scope, receive, send)
                 return route.template.display
         if path_matched is not None:
-            allowed = ", ".join(sorted(path_matched.methods or ()))
+            # RFC 9110: every method the resource serves, i.e. every function on this route template.
+            template = path_matched.template.display
+            served = {m for route in self.routes if route.template.display == template for m in route.methods or ()}
+            allowed = ", ".join(sorted(served))
             response = JSONResponse({"error": "method_not_allowed"}, 405, headers={"Allow": allowed})
             await response(scope, receive, send)
             return path_matched.template.display
@@ -109,7 +112,8 @@ class FunctionsHttpApp:
                 await self._portal(scope, receive, send)
             except HTTPException as exc:  # raised before anything is sent (no 404.html etc.)
                 error = "not_found" if exc.status_code == 404 else "method_not_allowed"
-                await JSONResponse({"error": error}, exc.status_code)(scope, receive, send)
+                headers = {"Allow": "GET, HEAD"} if exc.status_code == 405 else None  # static files
+                await JSONResponse({"error": error}, exc.status_code, headers=headers)(scope, receive, send)
             return "<portal>"
         await JSONResponse({"error": "not_found"}, 404)(scope, receive, send)
         return "<no route>"

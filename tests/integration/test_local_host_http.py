@@ -106,6 +106,14 @@ def test_unknown_route_is_404_json_and_wrong_method_is_405(client: httpx.Client)
     assert wrong_method.headers["allow"] == "GET, POST"
 
 
+def test_a_405_allows_every_method_of_the_resource_whichever_function_serves_it(client: httpx.Client) -> None:
+    assert client.get("/api/pairs").text == "read" and client.put("/api/pairs").text == "written"
+    for method in ("OPTIONS", "POST", "DELETE", "TRACE"):
+        refused = client.request(method, "/api/pairs")
+        assert refused.status_code == 405, method
+        assert refused.headers["allow"] == "GET, PUT", method
+
+
 def test_an_exception_is_a_generic_500_with_the_traceback_only_in_the_log(
     client: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -148,6 +156,7 @@ def test_the_portal_is_served_at_the_root_and_nothing_else_outside_the_prefix(cl
     assert client.get("/host.json").status_code == 404
     assert client.get("/hostapp_nope.py").status_code == 404
     assert client.post("/").status_code == 405
+    assert client.post("/").headers["allow"] == "GET, HEAD"
 
 
 def test_admin_api_refuses_http_functions_and_unknown_names(client: httpx.Client) -> None:

@@ -4,7 +4,7 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from connector.composition import container
-from connector.domain.endpoint import EndpointChange, EndpointDraft, Environment
+from connector.domain.endpoint import MAX_URL_LENGTH, URL_CHARACTERS, EndpointChange, EndpointDraft, Environment
 from connector.functions.admin.common import EndpointList, EndpointView, admin_principal, endpoint_response
 from connector.functions.http import handles_errors, json_response, parse_body
 
@@ -13,8 +13,8 @@ ANONYMOUS = func.AuthLevel.ANONYMOUS
 
 
 class ValidationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    base_url: str = Field(min_length=1, max_length=2048)
+    model_config = ConfigDict(extra="forbid")
+    base_url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=URL_CHARACTERS)
     environment: Environment
 
 

@@ -23,7 +23,7 @@ class ProvisionNumber(BaseModel):
 
 
 class LinkNumber(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")  # taken as sent: what the pattern says is what is accepted
     phone_number: str = Field(pattern=E164)
 
 

@@ -33,6 +33,15 @@ def build_app() -> tuple[func.FunctionApp, list[func.HttpRequest]]:
     def new_item(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse("literal wins")
 
+    # One resource, two functions (as the connector's admin API does): a 405 lists both methods.
+    @app.route(route="pairs", methods=["GET"])
+    def read_pair(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("read")
+
+    @app.route(route="pairs", methods=["PUT"])
+    def write_pair(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("written")
+
     @app.route(route="greet/{name?}", methods=["GET"])
     def greet(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(req.route_params.get("name", "nobody"))
