@@ -3,7 +3,7 @@
 import azure.functions as func
 
 from connector.functions import (
-    acs_events, graph_webhook, health, join, jwks, launch, methods, openapi, provisioning, reminders,
+    acs_events, graph_webhook, health, join, jwks, launch, methods, openapi, provisioning, reminders, retention,
     visit,
 )
 from connector.functions.admin import endpoints, numbers, tenant
@@ -11,5 +11,5 @@ from connector.functions.admin import reminders as admin_reminders
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for module in (health, openapi, tenant, endpoints, numbers, provisioning, launch, visit, join, graph_webhook, jwks,
-               reminders, admin_reminders, acs_events, methods):  # methods: 405 + Allow for the rest
+               reminders, admin_reminders, acs_events, retention, methods):  # methods: 405 + Allow for the rest
     app.register_functions(module.bp)

@@ -348,6 +348,13 @@ class Container:
                              public_base_url=self.settings.public_base_url)
 
     @cached_property
+    def retention(self):
+        from connector.adapters.storage.repositories import expiring_rows
+        from connector.services.retention import Retention
+
+        return Retention(**expiring_rows(self.tables), clock=self.clock, days=self.settings.retention_days)
+
+    @cached_property
     def patient_visit(self):
         from connector.services.patient_visit import PatientVisit
 

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     reminder_scan_schedule: str = "0 */5 * * * *"
     scan_queue: str = Field(default="reminder-scan", pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$")
     send_queue: str = Field(default="reminder-send", pattern=r"^[a-z0-9](-?[a-z0-9]){2,56}$")
+    # Housekeeping (services/retention.py): the daily timer that deletes expired rows (a trigger's
+    # %SETTING% too), and how many days after the appointment a visit's rows are kept.
+    retention_schedule: str = "0 17 3 * * *"
+    retention_days: int = Field(default=30, ge=1, le=3650)
     # Keys the opt-out list's hashes of phone numbers (HMAC): base64 of 32+ random bytes, set once
     # and kept (a Key Vault reference in Azure): a new key forgets every STOP.
     optout_key: SecretStr | None = None

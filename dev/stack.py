@@ -73,6 +73,7 @@ def connector_environment(azurite: AzuriteEndpoints, ports: Ports, ca_file: Path
         "CONNECTOR_PROVISIONING_QUEUE": "provision-number",
         "CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE": "0 */30 * * * *",
         "CONNECTOR_REMINDER_SCAN_SCHEDULE": "0 */2 * * * *",  # every two minutes: the demo shows reminders soon
+        "CONNECTOR_RETENTION_SCHEDULE": "0 17 3 * * *",
         "CONNECTOR_SCAN_QUEUE": "reminder-scan",
         "CONNECTOR_SEND_QUEUE": "reminder-send",
         **({

@@ -619,6 +619,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CONNECTOR_PROVISIONING_QUEUE: provisioningQueue.name
     CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE: '0 */30 * * * *'
     CONNECTOR_REMINDER_SCAN_SCHEDULE: '0 */5 * * * *'
+    // A trigger's %SETTING%: the host resolves it from app settings only. Daily at 03:17 UTC.
+    CONNECTOR_RETENTION_SCHEDULE: '0 17 3 * * *'
     CONNECTOR_SCAN_QUEUE: scanQueue.name
     CONNECTOR_SEND_QUEUE: sendQueue.name
     CONNECTOR_SESSION_KEY: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${sessionKeySecret.name})'

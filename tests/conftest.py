@@ -97,6 +97,7 @@ def storage_env(azurite: AzuriteEndpoints, unique_prefix: str, monkeypatch) -> d
         # Timers must not fire in the middle of a test (midnight on New Year's Day): tests run them.
         "CONNECTOR_SUBSCRIPTION_RENEWAL_SCHEDULE": "0 0 0 1 1 *",
         "CONNECTOR_REMINDER_SCAN_SCHEDULE": "0 0 0 1 1 *",
+        "CONNECTOR_RETENTION_SCHEDULE": "0 0 0 1 1 *",
         "CONNECTOR_SCAN_QUEUE": f"{unique_prefix}-scan",
         "CONNECTOR_SEND_QUEUE": f"{unique_prefix}-send",
         "AzureWebJobsStorage": azurite.connection_string,

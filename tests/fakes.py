@@ -22,7 +22,7 @@ from connector.domain.phone_number import NumberProvisioning, PhoneNumber
 from connector.domain.tenant import Tenant
 from connector.domain.validation import Check, CheckName, ValidationReport
 from connector.errors import BaseUrlRegistered, ConcurrencyConflict, Conflict
-from connector.services.ports import Versioned
+from connector.services.ports import Purged, Versioned
 
 # A fixed, aware instant the fake clock starts at unless told otherwise.
 EPOCH = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
@@ -549,6 +549,58 @@ class FakeSubscriptionRepository:
 
     def expiring_before(self, moment: datetime) -> list[Versioned[SubscriptionLink]]:
         return [v for _, v in sorted(self.subscriptions.items()) if v.item.expires_at < moment]
+
+
+# -- ExpiringRows ----------------------------------------------------------------------------
+
+
+class FakeExpiringRows:
+    """One table's rows for the retention service, like ``TableExpiringRows`` but without its
+    server-side filter: ``before`` pages through every row (``page_size`` a page), so the
+    service's own rule is what a test sees decide. ``delete_unchanged`` deletes a row only if its
+    ETag matches (else it is kept); a row already gone counts as deleted, as the SDK reports it.
+    ``touch(key)`` is another writer saving a row; ``before_delete(rows)`` runs before deletes."""
+
+    def __init__(self, key: Callable[[Any], Any], *items: Any, page_size: int = 2):
+        self.rows: dict[Any, Versioned[Any]] = {}
+        self._key = key
+        self._etags = FakeEtags()
+        self.page_size = page_size
+        self.cutoffs: list[datetime] = []
+        self.before_delete: Callable[[list[Versioned[Any]]], None] | None = None
+        for item in items:
+            self.put(item)
+
+    def put(self, item: Any) -> str:
+        etag = self._etags.next()
+        self.rows[self._key(item)] = Versioned(item, etag)
+        return etag
+
+    def touch(self, key: Any) -> None:
+        self.rows[key] = Versioned(self.rows[key].item, self._etags.next())
+
+    def before(self, cutoff: datetime) -> Iterable[list[Versioned[Any]]]:
+        self.cutoffs.append(cutoff)
+        snapshot = list(self.rows.values())
+        for start in range(0, len(snapshot), self.page_size):
+            yield snapshot[start : start + self.page_size]
+
+    def delete_unchanged(self, rows: list[Versioned[Any]]) -> Purged:
+        if self.before_delete is not None:
+            self.before_delete(rows)
+        deleted = kept = 0
+        for row in rows:
+            key = self._key(row.item)
+            stored = self.rows.get(key)
+            if stored is not None and stored.etag != row.etag:
+                kept += 1
+                continue
+            self.rows.pop(key, None)
+            deleted += 1
+        return Purged(deleted, kept)
+
+    def keys(self) -> set[Any]:
+        return set(self.rows)
 
 
 # -- UsageEventLog ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ write, so no service ever sees a storage SDK type.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -162,6 +162,30 @@ class SubscriptionRepository(Protocol):
     def save_subscription(self, link: SubscriptionLink, etag: str) -> str: ...
     def remove_subscription(self, subscription_id: str) -> None: ...
     def expiring_before(self, moment: datetime) -> list[Versioned[SubscriptionLink]]: ...
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What a retention pass did to one table: counts only (logs never name a row)."""
+
+    deleted: int = 0  # deleted now, or already gone (a concurrent run took it)
+    kept: int = 0  # changed since it was read: someone still uses it, a later run decides
+
+    def __add__(self, other: "Purged") -> "Purged":
+        return Purged(self.deleted + other.deleted, self.kept + other.kept)
+
+
+class ExpiringRows(Protocol[T]):
+    """One table's rows that may be past their retention (``services/retention.py``)."""
+
+    def before(self, cutoff: datetime) -> Iterable[list[Versioned[T]]]:
+        """Pages of rows whose stored instant is before ``cutoff``: a narrowing by the store (it may
+        return more); the service applies the rule itself."""
+        ...
+
+    def delete_unchanged(self, rows: Sequence[Versioned[T]]) -> Purged:
+        """Delete each row only if its ETag still matches (a row updated since it was read stays)."""
+        ...
 
 
 class Queue(Protocol):

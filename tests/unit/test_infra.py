@@ -44,6 +44,7 @@ SAFE_DEFAULTS = {
     "graph_client_id": "empty: the managed identity holds the Graph application permissions",
     "graph_client_secret": "none with the managed identity; a multi-tenant app registration sets it as a Key Vault reference",
     "sms_rate_per_minute": "ACS's documented toll-free limit",
+    "retention_days": "30 days after the appointment suits every stamp; an operator's longer policy goes in extraAppSettings",
     "telemetry": "auto: on wherever APPLICATIONINSIGHTS_CONNECTION_STRING is set outside local mode, as stamp.bicep sets it",
 }
 # Accepted only for emulators on loopback: must never reach Azure.

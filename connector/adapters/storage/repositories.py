@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from azure.data.tables import TableServiceClient
 from pydantic import BaseModel
@@ -20,9 +21,11 @@ from connector.domain.tenant import Tenant
 from connector.domain.usage import UsageEvent
 from connector.domain.visit import JoinLink, SubscriptionLink, Visit, token_hash
 from connector.errors import BaseUrlRegistered, ConcurrencyConflict, Conflict
+from connector.services.ports import Purged
 from connector.settings import Settings
 
 TENANT_ROW = "tenant"
+M = TypeVar("M", bound=BaseModel)
 
 
 class TableTenantRepository:
@@ -385,6 +388,40 @@ class TableSubscriptionRepository:
 
     def expiring_before(self, moment: datetime) -> list[Versioned[SubscriptionLink]]:
         return [v for v in self._table.partition(self.PARTITION) if v.item.expires_at < moment]
+
+
+class TableExpiringRows(Generic[M]):
+    """Rows of one table whose datetime properties ``fields`` are all before a cut-off, for the
+    retention timer. The filter runs server-side (on non-key properties: a scan, fine once a day),
+    pages are read one at a time, and deletes are conditional on each row's ETag."""
+
+    PAGE_SIZE = 1000  # the most Table Storage returns in one page
+
+    def __init__(self, table: ModelTable[M], *fields: str, partition: str | None = None):
+        self._table = table
+        self._filter = " and ".join([*(["PartitionKey eq @pk"] if partition else []),
+                                     *(f"{field} lt @cutoff" for field in fields)])
+        self._partition = partition
+
+    def before(self, cutoff: datetime) -> Iterator[list[Versioned[M]]]:
+        parameters = {"cutoff": cutoff, **({"pk": self._partition} if self._partition else {})}
+        return self._table.query_pages(self._filter, parameters, page_size=self.PAGE_SIZE)
+
+    def delete_unchanged(self, rows: Sequence[Versioned[M]]) -> Purged:
+        return Purged(*self._table.delete_unchanged(rows))
+
+
+def expiring_rows(tables: StampTables) -> dict[str, TableExpiringRows]:
+    """The retention service's tables, each narrowed on the instants its rule reads
+    (``services/retention.py``); usage events are never purged: they are the reports."""
+    return {
+        "launch_states": TableExpiringRows(tables.launch_states, "expires_at"),
+        "join_links": TableExpiringRows(tables.join_links, "expires_at"),
+        "subscriptions": TableExpiringRows(tables.subscriptions, "expires_at",
+                                           partition=TableSubscriptionRepository.PARTITION),
+        "visits": TableExpiringRows(tables.visits, "appointment_end", "updated_at"),
+        "notifications": TableExpiringRows(tables.notifications, "appointment_start"),
+    }
 
 
 class StampTables:

@@ -6,7 +6,7 @@ package sees ``upsert_entity`` or an Azure exception.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from azure.core import MatchConditions
@@ -154,6 +154,58 @@ class ModelTable(Generic[M]):
                     yield self._versioned(entity)
         except AzureError as exc:
             raise StorageUnavailable(f"table {self.name} could not be read") from exc
+
+    def query_pages(self, filter_: str, parameters: dict, *, page_size: int = 1000) -> Iterator[list[Versioned[M]]]:
+        """Like :meth:`query`, a page at a time: a caller deleting what it read holds one page, not
+        the table (continuation is by key, so deleting rows already read moves nothing)."""
+        try:
+            with self._traced("query"):
+                pages = self._client.query_entities(filter_, parameters=parameters, results_per_page=page_size)
+                for page in pages.by_page():
+                    yield [self._versioned(entity) for entity in page]
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} could not be read") from exc
+
+    def delete_unchanged(self, rows: Sequence[Versioned[M]]) -> tuple[int, int]:
+        """Delete rows only if unchanged since read (their ETag); returns (deleted, kept).
+
+        Rows of a partition go 100 to a transaction; a transaction is all-or-nothing, so one row
+        changed (412) or already gone (404) fails its chunk, which is then deleted row by row.
+        A row already gone counts as deleted: a concurrent run took it (the SDK reports a 404 on
+        a single delete as done)."""
+        by_partition: dict[str, list[tuple[str, str]]] = {}
+        for row in rows:
+            partition_key, row_key = self._keys(row.item)
+            by_partition.setdefault(partition_key, []).append((row_key, row.etag))
+        deleted = kept = 0
+        for partition_key, members in by_partition.items():
+            for start in range(0, len(members), MAX_TRANSACTION):
+                chunk = members[start : start + MAX_TRANSACTION]
+                if self._delete_chunk(partition_key, chunk):
+                    deleted += len(chunk)
+                    continue
+                for row_key, etag in chunk:
+                    try:
+                        self.delete(partition_key, row_key, etag)
+                        deleted += 1
+                    except ConcurrencyConflict:
+                        kept += 1
+        return deleted, kept
+
+    def _delete_chunk(self, partition_key: str, chunk: list[tuple[str, str]]) -> bool:
+        """One transaction of conditional deletes; False when a row in it changed or vanished."""
+        operations = [("delete", {"PartitionKey": partition_key, "RowKey": row_key},
+                       {"etag": etag, "match_condition": MatchConditions.IfNotModified}) for row_key, etag in chunk]
+        try:
+            with self._traced("transaction"):
+                self._client.submit_transaction(operations)
+        except TableTransactionError as exc:
+            if exc.status_code in (404, 412):
+                return False
+            raise StorageUnavailable(f"table {self.name} refused a transaction") from exc
+        except AzureError as exc:
+            raise StorageUnavailable(f"table {self.name} refused a transaction") from exc
+        return True
 
     def insert_batch(self, items: Iterable[M]) -> int:
         """Insert rows of ONE partition atomically, up to 100 per transaction (the service's limit).
