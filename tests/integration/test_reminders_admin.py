@@ -84,7 +84,7 @@ def test_policy_read_and_write_with_if_match(visit_stack):
     body, etag = read.json(), read.headers["ETag"]
     assert body["etag"] == etag and body["endpoint_id"] == ENDPOINT
     assert body["policy"]["enabled"] is True and body["policy"]["reminder_offsets_minutes"] == [1440, 60]
-    assert body["timezone"] == "America/Chicago" and body["location_ids"] == ["32216101", "32216102"]
+    assert body["timezone"] == visit_stack.sandbox.cerner.tz.key and body["location_ids"] == ["32216101", "32216102"]
     changed = {**body["policy"], "reminder_offsets_minutes": [30, 2880], "default_language": "es",
                "quiet_hours_start": "20:30:00", "quiet_hours_end": "07:45:00"}
 

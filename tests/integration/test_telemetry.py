@@ -24,7 +24,7 @@ from connector.telemetry import otel
 from dev.sandbox import entra
 from dev.stack import DEMO_NUMBERS
 from tests.integration.admin_fixtures import body_of, call
-from tests.integration.test_launch_security import VIDEO_VISIT, callback_of, complete, params_of
+from tests.integration.test_launch_security import callback_of, complete, params_of
 
 pytestmark = pytest.mark.integration
 
@@ -141,13 +141,19 @@ def demo_endpoint(visit_stack):
     return visit_stack.deps.endpoints.list_endpoints(entra.CONTOSO_TID)[0].item
 
 
+# NGUYEN, LAN: tomorrow's video visit with an Encounter. Today's visits end in the afternoon in
+# Chicago, and live status is not subscribed two hours after a visit's end: a visit of today would
+# make this test depend on the hour it runs at.
+LIVE_VIDEO_VISIT = "4826010"
+
+
 def test_a_launch_and_a_texted_link_leave_ids_only(visit_stack, browser, demo_endpoint, recorded):
     host = visit_stack.host_url
-    callback = callback_of(browser, visit_stack, VIDEO_VISIT)
+    callback = callback_of(browser, visit_stack, LIVE_VIDEO_VISIT)
     code, state = params_of(callback)["code"], params_of(callback)["state"]
     launched = complete(browser, callback)
     page = browser.get(f"{host}/api/visit/{launched.session_id}", headers=launched.header)
-    assert page.status_code == 200 and "PATEL" in page.text.upper()
+    assert page.status_code == 200 and "NGUYEN" in page.text.upper()
     sent = browser.post(f"{host}/api/visit/{launched.session_id}/send-link",
                         headers={**launched.header, "Origin": host, "X-Requested-With": "fetch"})
     assert sent.status_code == 200, sent.text
@@ -183,4 +189,4 @@ def test_a_launch_and_a_texted_link_leave_ids_only(visit_stack, browser, demo_en
 
     assert_one_trace_per_invocation(recorded)
     assert_ids_only(recorded, code, state, launched.cookie, launched.session_id, join_token, sms["to"],
-                    DEMO_NUMBERS[0], "Patel", "Asha", sms["message"][:40], entra.CONTOSO_TID)
+                    DEMO_NUMBERS[0], "Nguyen", sms["message"][:40], entra.CONTOSO_TID)

@@ -13,6 +13,7 @@ log line of the connector.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -83,13 +84,29 @@ class VisitStack:
         return f"{self.host_url}/api/launch/provider?iss={sim.urls.fhir_base}&launch={launch}"
 
 
+def early_morning_zone(now: datetime | None = None) -> str:
+    """A time zone where it is about 07:00 now, for the clinic of the visit tests.
+
+    The sandbox seeds a clinic day at fixed local times (video visits from 10:30 to 20:15), and a
+    visit two hours past its end gets no live status and its join links expire: in Chicago the
+    tests would pass or fail by the hour they run at. Here every visit of "today" lies ahead.
+    The demo endpoint takes the sandbox's zone, so the connector and the EHR agree on the day.
+    """
+    hour = (now or datetime.now(timezone.utc)).hour
+    offset = 7 - hour
+    if offset < -12:
+        offset += 24
+    # IANA's Etc zones have the sign the other way round: Etc/GMT-9 is UTC+9.
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 @pytest.fixture(scope="module")
 def visit_sandbox(tmp_path_factory) -> VisitSandbox:
     tls = ensure_local_tls(tmp_path_factory.mktemp("tls"))
     keys = ensure_local_keys(tmp_path_factory.mktemp("keys"))
     ports = Ports(host=0, cerner=free_port(), entra=free_port(), acs=free_port(), graph=free_port())
     entra_app = entra.create_app(public_url=f"https://127.0.0.1:{ports.entra}")
-    cerner_app = cerner.create_app(public_url=f"http://127.0.0.1:{ports.cerner}")
+    cerner_app = cerner.create_app(public_url=f"http://127.0.0.1:{ports.cerner}", tz=early_morning_zone())
     acs_app = acs.create_app(public_url=f"http://127.0.0.1:{ports.acs}", access_key=ACS_SANDBOX_KEY,
                              purchased_numbers=DEMO_NUMBERS)
     graph_app = graph.create_app(public_url=f"http://127.0.0.1:{ports.graph}", issuer=entra_app.state.issuer,
