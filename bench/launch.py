@@ -89,7 +89,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bench.stamp import BenchStamp  # noqa: E402
+from bench.stamp import BenchStamp, run_reporting  # noqa: E402
 
 LATENCY_MS = 50
 RUNS = 15
@@ -237,9 +237,7 @@ class Stamp(BenchStamp):
             "CONNECTOR_STORAGE_NAME_PREFIX": prefix,
             "CONNECTOR_PROVISIONING_QUEUE": f"{prefix}-provision",
         }
-        previous = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        self._exit.callback(_restore_environ, previous)
+        self._set_environ(env)
         get_settings.cache_clear()
         container.cache_clear()
         self._exit.callback(container.cache_clear)
@@ -328,14 +326,6 @@ class Stamp(BenchStamp):
         current = container()
         if "meetings" in current.__dict__:
             current.meetings.close()
-
-
-def _restore_environ(previous: dict[str, str | None]) -> None:
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 # -- one launch, as PowerChart's window makes it -----------------------------------------------------
@@ -967,11 +957,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:  # a benchmark reports; it does not fail CI
-        import traceback
-
-        traceback.print_exc()
-        print(f"GOAL MISSED: the benchmark could not run ({type(exc).__name__}: {exc})")
-    sys.exit(0)
+    run_reporting(main)

@@ -71,7 +71,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import pstats
 import secrets
 import statistics
@@ -93,7 +92,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bench.stamp import BenchStamp  # noqa: E402
+from bench.stamp import BenchStamp, run_reporting  # noqa: E402
 
 ENDPOINTS = 20
 APPOINTMENTS = 500
@@ -338,14 +337,6 @@ class Simulator:
 
 # -- the stamp ---------------------------------------------------------------------------------------
 
-def _restore_environ(previous: dict[str, str | None]) -> None:
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 class ScanStamp(BenchStamp):
     """Azurite, the Cerner simulator and our JWKS on loopback; the endpoints seeded."""
 
@@ -393,9 +384,7 @@ class ScanStamp(BenchStamp):
             "CONNECTOR_SEND_QUEUE": f"{prefix}-send",
             "CONNECTOR_PROVISIONING_QUEUE": f"{prefix}-provision",
         }
-        previous = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        self._exit.callback(_restore_environ, previous)
+        self._set_environ(env)
         get_settings.cache_clear()
         container.cache_clear()
         self._exit.callback(container.cache_clear)
@@ -874,11 +863,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:  # a benchmark reports; it does not fail CI
-        import traceback
-
-        traceback.print_exc()
-        print(f"GOAL MISSED: the benchmark could not run ({type(exc).__name__}: {exc})")
-    sys.exit(0)
+    run_reporting(main)

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import secrets
 import statistics
 import sys
@@ -78,7 +77,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.stamp import BenchStamp  # noqa: E402
+from bench.stamp import BenchStamp, run_reporting  # noqa: E402
 
 # 40 per 10 s is 4 a second, near ACS's toll-free 200 a minute (3.3 a second) and below what the
 # whole path manages in one process here (about 7 a second: see "capacity" below).
@@ -161,14 +160,6 @@ class RecordingSleep:
 
 # -- the stamp ---------------------------------------------------------------------------------------
 
-def _restore_environ(previous: dict[str, str | None]) -> None:
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 class SmsStamp(BenchStamp):
     """The stamp the sender runs in: Azurite, the four simulators, the demo tenant."""
 
@@ -222,9 +213,7 @@ class SmsStamp(BenchStamp):
             "CONNECTOR_PROVISIONING_QUEUE": f"{prefix}-provision",
             "CONNECTOR_SMS_RATE_PER_MINUTE": str(self.per_minute),
         }
-        previous = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        self._exit.callback(_restore_environ, previous)
+        self._set_environ(env)
         get_settings.cache_clear()
         container.cache_clear()
         self._exit.callback(container.cache_clear)
@@ -538,11 +527,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:  # a benchmark reports; it does not fail CI
-        import traceback
-
-        traceback.print_exc()
-        print(f"GOAL MISSED: the benchmark could not run ({type(exc).__name__}: {exc})")
-    sys.exit(0)
+    run_reporting(main)

@@ -6,6 +6,7 @@ and each test run uses unique table and queue names, so runs never see each othe
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -105,3 +106,30 @@ def storage_env(azurite: AzuriteEndpoints, unique_prefix: str, monkeypatch) -> d
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+class CapturedLogs(logging.Handler):
+    """Every log line of the process, as text, for the privacy tests to search."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
+        except Exception:  # noqa: BLE001 - a record whose arguments do not format
+            self.lines.append(f"{record.name} {record.levelname} {record.msg}")
+
+
+@pytest.fixture
+def captured_logs():
+    """Every log record of the process (the connector, the hosts, the SDKs, the simulators) at DEBUG."""
+    handler = CapturedLogs()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(previous)

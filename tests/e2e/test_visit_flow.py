@@ -13,7 +13,6 @@ written under test-artifacts/<test name>/.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from pathlib import Path
@@ -29,27 +28,6 @@ TIMEOUT = 15_000  # ms
 LIVE_STATUS_DEADLINE = 5_000  # ms: the promise for the lobby showing on the provider page
 APPOINTMENT = "4826005"  # a booked video visit today with an Encounter (PATEL, ASHA)
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
-
-
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
-
-
-@pytest.fixture
-def captured_logs():
-    handler = Captured()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler
-    root.removeHandler(handler)
-    root.setLevel(previous)
 
 
 def shot(page, test_name: str, name: str) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import random
 import re
 import threading
@@ -133,31 +132,6 @@ class FlakyQueue:
 
     def __getattr__(self, name):
         return getattr(self._real, name)
-
-
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
-        except Exception:  # noqa: BLE001 - a record whose arguments do not format
-            self.lines.append(f"{record.name} {record.levelname} {record.msg}")
-
-
-@pytest.fixture
-def captured_logs():
-    """Every log record of the process (the connector, the hosts, the SDKs, the simulators) at DEBUG."""
-    handler = Captured()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler
-    root.removeHandler(handler)
-    root.setLevel(previous)
 
 
 @pytest.fixture

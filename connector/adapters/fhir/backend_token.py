@@ -35,13 +35,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
+from connector.adapters.fhir.smart_client import bearer_token
 from connector.adapters.net.headers import retry_after_seconds
 from connector.domain.endpoint import FhirEndpoint
 from connector.domain.smart import TokenResponse
 from connector.errors import (
-    ConfigurationError, InvalidUpstreamData, NotAuthenticated, UpstreamError, UpstreamUnavailable,
+    ConfigurationError, NotAuthenticated, UpstreamError, UpstreamUnavailable,
 )
 from connector.services.ports import HttpResponse, SafeHttp
 
@@ -171,15 +170,7 @@ class BackendServicesTokens:
             raise self._refusal(_error_code(body), status, endpoint, client_id, requested)
         if status != 200:
             raise UpstreamError(f"the EHR's token endpoint answered HTTP {status} to the backend services request")
-        if not isinstance(body, dict):
-            raise InvalidUpstreamData("the EHR's token endpoint did not answer with a JSON object")
-        try:
-            answer = TokenResponse.model_validate(body)
-        except ValidationError:
-            raise InvalidUpstreamData("the EHR's token response has no usable access_token") from None
-        if answer.token_type.lower() != "bearer":
-            raise InvalidUpstreamData("the EHR issued a token that is not a Bearer token")
-        return answer
+        return bearer_token(body)
 
     def _refusal(self, code: str | None, status: int, endpoint: FhirEndpoint, client_id: str,
                  requested: tuple[str, ...]) -> Exception:

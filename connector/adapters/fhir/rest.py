@@ -54,18 +54,18 @@ class FhirRestClient:
         url = f"{base_url}/{_type(resource_type)}/{_id(resource_id)}"
         response = self._http.get(url, accept=FHIR_JSON, headers=_bearer(access_token),
                                   allow_loopback=self._allow_loopback)
-        _check(response, f"{resource_type} read")
+        check_status(response, f"{resource_type} read")
         return _parsed(_json(response, resource_type), resource_type), response.headers.get("etag")
 
     def search(self, base_url: str, access_token: str, resource_type: str,
                params: list[tuple[str, str]]) -> list[Resource]:
         url = f"{base_url}/{_type(resource_type)}?{urlencode(params)}"
-        origin = _origin(base_url)
+        origin = origin_of(base_url)
         found: list[Resource] = []
         for _ in range(MAX_PAGES):
             response = self._http.get(url, accept=FHIR_JSON, headers=_bearer(access_token),
                                       allow_loopback=self._allow_loopback)
-            _check(response, f"{resource_type} search")
+            check_status(response, f"{resource_type} search")
             bundle = _json(response, "Bundle")
             if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
                 raise InvalidUpstreamData(f"the EHR's {resource_type} search did not answer with a Bundle")
@@ -77,10 +77,10 @@ class FhirRestClient:
                     found.append(parse_resource(resource, expected=resource_type).resource)
                 except FhirParseError as exc:
                     log.warning("skipped %s search entry %d: %s", resource_type, index, exc.message)
-            url = _next_link(bundle)
+            url = next_link(bundle)
             if url is None:
                 return found
-            if _origin(url) != origin:
+            if origin_of(url) != origin:
                 raise InvalidUpstreamData(f"the EHR's {resource_type} search linked to another host")
         log.warning("%s search stopped after %d pages", resource_type, MAX_PAGES)
         return found
@@ -93,7 +93,7 @@ class FhirRestClient:
             url, body=json.dumps(operations).encode(), content_type="application/json-patch+json",
             accept=FHIR_JSON, headers={**_bearer(access_token), "If-Match": if_match},
             allow_loopback=self._allow_loopback)
-        _check(response, f"{resource_type} patch")
+        check_status(response, f"{resource_type} patch")
         return response.headers.get("etag")
 
 
@@ -113,14 +113,21 @@ def _id(resource_id: str) -> str:
     return resource_id
 
 
-def _check(response: HttpResponse, what: str) -> None:
+# Who the EHR answered: a clinician's launch token, or the stamp's backend services token.
+USER = ("the sign-in has expired", "this user")
+SYSTEM = ("the access token has expired or was revoked", "this client")
+
+
+def check_status(response: HttpResponse, what: str, caller: tuple[str, str] = USER) -> None:
+    """An EHR answer's status as the connector's errors (the module docstring's list)."""
     status = response.status_code
     if 200 <= status < 300:
         return
+    expired, who = caller
     if status == 401:
-        raise NotAuthenticated(f"the EHR refused the {what}: the sign-in has expired")
+        raise NotAuthenticated(f"the EHR refused the {what}: {expired}")
     if status == 403:
-        raise NotAuthorized(f"the EHR does not allow the {what} to this user")
+        raise NotAuthorized(f"the EHR does not allow the {what} to {who}")
     if status == 404:
         raise NotFound(f"the EHR has no such resource ({what})")
     if status in (409, 412):
@@ -142,13 +149,14 @@ def _parsed(document: Any, resource_type: str) -> Resource:
     return parse_resource(document, expected=resource_type).resource
 
 
-def _next_link(bundle: dict) -> str | None:
+def next_link(bundle: dict) -> str | None:
+    """A searchset Bundle's ``next`` URL, if any."""
     for link in bundle.get("link") or []:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
 
 
-def _origin(url: str) -> tuple[str, str]:
+def origin_of(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme.lower(), parts.netloc.lower()

@@ -41,18 +41,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from fhir.resources.R4B.resource import Resource
 from pydantic import BaseModel, ValidationError
 
 from connector.adapters.fhir.parsing import FhirParseError, parse_resource
-from connector.adapters.net.headers import retry_after_seconds
-from connector.errors import (
-    ConcurrencyConflict, InvalidUpstreamData, NotAuthenticated, NotAuthorized, NotFound, UpstreamError,
-    UpstreamUnavailable,
-)
-from connector.services.ports import FhirReader, HttpResponse, SafeHttp
+from connector.adapters.fhir.rest import SYSTEM, check_status, next_link, origin_of
+from connector.errors import InvalidUpstreamData, UpstreamUnavailable
+from connector.services.ports import FhirReader, SafeHttp
 
 T = TypeVar("T")
 
@@ -196,7 +193,7 @@ class RetryingFhir:
             raise ValueError("not a FHIR resource type")
         what = f"{resource_type} search"
         url: str | None = f"{base_url}/{resource_type}?{urlencode(params)}"
-        origin = _origin(base_url)
+        origin = origin_of(base_url)
         number = 0
         while url is not None:
             number += 1
@@ -206,15 +203,15 @@ class RetryingFhir:
             bundle = self._retry(lambda: self._get_bundle(page_url, access_token, what), f"{what} page {number}",
                                  deadline)
             yield _page(bundle, resource_type, number, select, model)
-            url = _next_link(bundle)
-            if url is not None and _origin(url) != origin:
+            url = next_link(bundle)
+            if url is not None and origin_of(url) != origin:
                 raise InvalidUpstreamData(f"the EHR's {what} linked to another host")
 
     def _get_bundle(self, url: str, access_token: str | Callable[[], str], what: str) -> dict:
         token = access_token() if callable(access_token) else access_token
         response = self._http.get(url, accept=FHIR_JSON, headers={"Authorization": f"Bearer {token}"},
                                   allow_loopback=self._allow_loopback)
-        _check(response, what)
+        check_status(response, what, SYSTEM)
         try:
             bundle = response.json()
         except ValueError:
@@ -256,34 +253,3 @@ def _where(exc: ValidationError) -> str:
 def _label(resource: dict, index: int) -> str:
     rid = resource.get("id")
     return rid if isinstance(rid, str) and _FHIR_ID.fullmatch(rid) else f"#{index}"
-
-
-def _check(response: HttpResponse, what: str) -> None:
-    """The statuses as ``rest.FhirRestClient`` maps them."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if status == 401:
-        raise NotAuthenticated(f"the EHR refused the {what}: the access token has expired or was revoked")
-    if status == 403:
-        raise NotAuthorized(f"the EHR does not allow the {what} to this client")
-    if status == 404:
-        raise NotFound(f"the EHR has no such resource ({what})")
-    if status in (409, 412):
-        raise ConcurrencyConflict(f"the EHR's resource changed since it was read ({what})")
-    if status == 429 or status >= 500:
-        raise UpstreamUnavailable(f"the EHR is busy ({what}: HTTP {status})",
-                                  retry_after=retry_after_seconds(response.headers))
-    raise UpstreamError(f"the EHR answered HTTP {status} to the {what}")
-
-
-def _next_link(bundle: dict) -> str | None:
-    for link in bundle.get("link") or []:
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return link["url"]
-    return None
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()

@@ -112,6 +112,11 @@ def _token_response(response: HttpResponse) -> TokenResponse:
         raise NotAuthenticated(
             f"the EHR refused the sign-in ({shown})" if shown
             else f"the EHR refused the sign-in (HTTP {response.status_code})")
+    return bearer_token(body)
+
+
+def bearer_token(body: object) -> TokenResponse:
+    """A token endpoint's 200 answer (launch or backend services), or InvalidUpstreamData."""
     if not isinstance(body, dict):
         raise InvalidUpstreamData("the EHR's token endpoint did not answer with a JSON object")
     try:

@@ -146,10 +146,8 @@ async def reschedule_appointment(request: Request) -> Response:
             raise changes.ChangeRefused("'start' is required")
         changed = sim.reschedule(request.path_params["id"], changes.moment(body["start"], sim.tz),
                                  body.get("minutes"), reason=_text(body.get("reason")))
-    except changes.ChangeRefused as error:
-        return JSONResponse({"error": "invalid_change", "detail": str(error)}, error.status)
-    except ValueError as error:
-        return JSONResponse({"error": "invalid_change", "detail": str(error)}, 400)
+    except ValueError as error:  # changes.ChangeRefused among them, with its own status
+        return _refused("invalid_change", error)
     return _changed(changed)
 
 
@@ -162,10 +160,8 @@ async def cancel_appointment(request: Request) -> Response:
         if unknown:
             raise changes.ChangeRefused(f"unknown fields {sorted(unknown)}; use reason")
         changed = sim.cancel(request.path_params["id"], reason=_text(body.get("reason")))
-    except changes.ChangeRefused as error:
-        return JSONResponse({"error": "invalid_change", "detail": str(error)}, error.status)
-    except ValueError as error:
-        return JSONResponse({"error": "invalid_change", "detail": str(error)}, 400)
+    except ValueError as error:  # changes.ChangeRefused among them, with its own status
+        return _refused("invalid_change", error)
     return _changed(changed)
 
 
@@ -174,10 +170,8 @@ async def bulk_appointments(request: Request) -> Response:
     sim = _sim(request)
     try:
         result = sim.seed_bulk(changes.BulkRequest.from_json(await _json_object(request), sim.tz))
-    except changes.ChangeRefused as error:
-        return JSONResponse({"error": "invalid_bulk", "detail": str(error)}, error.status)
-    except ValueError as error:
-        return JSONResponse({"error": "invalid_bulk", "detail": str(error)}, 400)
+    except ValueError as error:  # changes.ChangeRefused among them, with its own status
+        return _refused("invalid_bulk", error)
     return JSONResponse(result.as_json(), 201)
 
 
@@ -187,6 +181,10 @@ def _text(value) -> str | None:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise changes.ChangeRefused("'reason' must be a short text")
     return value.strip()
+
+
+def _refused(code: str, error: ValueError) -> Response:
+    return JSONResponse({"error": code, "detail": str(error)}, getattr(error, "status", 400))
 
 
 def _changed(resource: dict) -> Response:
